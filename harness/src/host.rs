@@ -1,0 +1,168 @@
+//! Host prerequisites: which programs the harness runs and which Debian
+//! package brings each. As root the harness installs what is missing;
+//! otherwise it names the one command that does.
+
+use anyhow::{bail, Context, Result};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Clone, Debug)]
+pub struct Tool {
+    pub program: Cow<'static, str>,
+    pub package: Cow<'static, str>,
+}
+
+impl Tool {
+    const fn fixed(program: &'static str, package: &'static str) -> Self {
+        Self {
+            program: Cow::Borrowed(program),
+            package: Cow::Borrowed(package),
+        }
+    }
+}
+
+pub const QEMU: Tool = Tool::fixed("qemu-system-x86_64", "qemu-system-x86");
+pub const MAKE: Tool = Tool::fixed("make", "make");
+pub const GCC: Tool = Tool::fixed("gcc", "gcc");
+pub const APT_GET: Tool = Tool::fixed("apt-get", "apt");
+pub const DPKG_DEB: Tool = Tool::fixed("dpkg-deb", "dpkg");
+/// Debian's busybox-static installs a static binary at this path.
+pub const BUSYBOX_STATIC: &str = "/bin/busybox";
+const BUSYBOX_PACKAGE: &str = "busybox-static";
+
+/// Everything a scenario run needs on the host.
+pub const SCENARIO_TOOLS: &[Tool] = &[QEMU, MAKE, GCC, APT_GET, DPKG_DEB];
+
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+fn busybox_is_static() -> bool {
+    std::fs::read(BUSYBOX_STATIC).is_ok_and(|elf| is_static_elf(&elf))
+}
+
+/// A 64-bit ELF without a PT_INTERP program header needs no dynamic loader.
+fn is_static_elf(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let read = |at: usize, len: usize| -> Option<u64> {
+        let bytes = elf.get(at..at + len)?;
+        Some(
+            bytes
+                .iter()
+                .rev()
+                .fold(0, |acc, b| (acc << 8) | u64::from(*b)),
+        )
+    };
+    let header = || -> Option<bool> {
+        if elf.get(..5)? != b"\x7fELF\x02" {
+            return Some(false);
+        }
+        let (phoff, phentsize, phnum) = (read(0x20, 8)?, read(0x36, 2)?, read(0x38, 2)?);
+        for index in 0..phnum {
+            if read((phoff + index * phentsize) as usize, 4)? == u64::from(PT_INTERP) {
+                return Some(false);
+            }
+        }
+        Some(true)
+    };
+    header().unwrap_or(false)
+}
+
+/// Packages that must be installed for `tools` (and a static busybox).
+pub fn missing_packages(tools: &[Tool]) -> Vec<&str> {
+    let mut packages: Vec<&str> = tools
+        .iter()
+        .filter(|tool| find_program(&tool.program).is_none())
+        .map(|tool| tool.package.as_ref())
+        .collect();
+    if !busybox_is_static() {
+        packages.push(BUSYBOX_PACKAGE);
+    }
+    packages.sort_unstable();
+    packages.dedup();
+    packages
+}
+
+pub fn install_command(packages: &[&str]) -> String {
+    format!("sudo apt-get install -y {}", packages.join(" "))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Make sure every tool is there: install as root, else fail with the command to run.
+pub fn ensure(tools: &[Tool], lock_dir: &Path) -> Result<()> {
+    let missing = missing_packages(tools);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() || std::env::var_os("KLP_HARNESS_NO_INSTALL").is_some() {
+        bail!(
+            "missing host packages: {}\ninstall them with:\n    {}",
+            missing.join(", "),
+            install_command(&missing)
+        );
+    }
+    std::fs::create_dir_all(lock_dir)?;
+    let lock = std::fs::File::create(lock_dir.join("apt-install.lock"))?;
+    lock.lock()?;
+    let missing = missing_packages(tools);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "klp-harness: installing host packages: {}",
+        missing.join(" ")
+    );
+    let apt = |args: &[&str]| -> Result<bool> {
+        let status = Command::new("apt-get")
+            .args(["-q", "-y", "-o", "DPkg::Lock::Timeout=300"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("cannot run apt-get")?;
+        Ok(status.success())
+    };
+    let mut install = vec!["install", "--no-install-recommends"];
+    install.extend(&missing);
+    // A fresh machine may have no package lists yet: update once and retry.
+    let installed = apt(&install)? || (apt(&["update"])? && apt(&install)?);
+    if !installed {
+        bail!("apt-get could not install: {}", missing.join(" "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_command_names_every_package() {
+        assert_eq!(
+            install_command(&["busybox-static", "qemu-system-x86"]),
+            "sudo apt-get install -y busybox-static qemu-system-x86"
+        );
+    }
+
+    #[test]
+    fn static_and_dynamic_binaries_are_told_apart() {
+        // The test binary itself is dynamically linked.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(!is_static_elf(&me));
+        assert!(!is_static_elf(b"#!/bin/sh\n"));
+    }
+
+    #[test]
+    fn absent_program_maps_to_its_package() {
+        let tool = Tool::fixed("klp-harness-no-such-program", "no-such-package");
+        assert!(missing_packages(&[tool]).contains(&"no-such-package"));
+    }
+}

@@ -1,0 +1,53 @@
+//! Where the project's data lives: kernels/, fixtures/, scenarios/.
+
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct Project {
+    root: PathBuf,
+}
+
+impl Project {
+    /// `$KLP_HARNESS_ROOT`, else the nearest directory upwards from the
+    /// current one that has both `kernels/` and `scenarios/`, else the
+    /// checkout this binary was built from.
+    pub fn locate() -> Result<Self> {
+        if let Some(root) = std::env::var_os("KLP_HARNESS_ROOT") {
+            return Self::at(PathBuf::from(root));
+        }
+        let cwd = std::env::current_dir()?;
+        let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        cwd.ancestors()
+            .chain(std::iter::once(built_from.as_path()))
+            .find(|dir| dir.join("kernels").is_dir() && dir.join("scenarios").is_dir())
+            .map(|dir| Self::at(dir.to_path_buf()))
+            .unwrap_or_else(|| bail!("no kernels/ and scenarios/ found above {}", cwd.display()))
+    }
+
+    pub fn at(root: PathBuf) -> Result<Self> {
+        let root = root.canonicalize().unwrap_or(root);
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn kernels_dir(&self) -> PathBuf {
+        self.root.join("kernels")
+    }
+
+    pub fn fixtures_dir(&self) -> PathBuf {
+        self.root.join("fixtures")
+    }
+
+    pub fn scenarios_dir(&self) -> PathBuf {
+        self.root.join("scenarios")
+    }
+
+    /// Path relative to the project root, for messages.
+    pub fn display<'a>(&self, path: &'a Path) -> std::path::Display<'a> {
+        path.strip_prefix(&self.root).unwrap_or(path).display()
+    }
+}
