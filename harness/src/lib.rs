@@ -5,3 +5,4 @@ pub mod cache;
 pub mod host;
 pub mod project;
 pub mod yaml;
+pub mod kernel;
