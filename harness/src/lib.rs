@@ -6,3 +6,4 @@ pub mod host;
 pub mod project;
 pub mod yaml;
 pub mod kernel;
+pub mod fixture;
