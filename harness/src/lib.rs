@@ -7,3 +7,6 @@ pub mod project;
 pub mod yaml;
 pub mod kernel;
 pub mod fixture;
+pub mod guest;
+pub mod image;
+pub mod vm;

@@ -1,0 +1,182 @@
+//! bzImage + initramfs ──> running guest (QEMU).
+//!
+//! ttyS0 is the kernel console, captured whole into `console.log`; a virtio
+//! serial port is the control channel, a unix socket the guest shell talks
+//! on (a UART would cost an interrupt per byte and stalls under TCG). QEMU dies
+//! with the harness (PR_SET_PDEATHSIG) and is killed when a `Vm` drops, so
+//! no QEMU process outlives a test, even one that is killed.
+
+mod accel;
+mod console;
+
+pub use accel::Accel;
+pub use console::Console;
+
+use anyhow::{bail, Context, Result};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub fn qemu_program() -> &'static str {
+    "qemu-system-x86_64"
+}
+
+#[derive(Clone, Debug)]
+pub struct VmConfig {
+    pub bzimage: PathBuf,
+    pub initramfs: PathBuf,
+    /// Directory that receives console.log and qemu.log.
+    pub log_dir: PathBuf,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub accel: Accel,
+}
+
+pub struct Vm {
+    child: Child,
+    pub console: Console,
+    console_thread: Option<JoinHandle<()>>,
+    pub control: UnixStream,
+    pub accel: Accel,
+    pub started: Instant,
+    _socket_dir: tempfile::TempDir,
+}
+
+/// Pick the accelerator for this kernel (probing KVM once per host boot).
+pub fn choose_accel(bzimage: &Path, cache_dir: &Path) -> Accel {
+    accel::choose(bzimage, cache_dir)
+}
+
+/// Kernel command line: console on ttyS0 with every message, stop on panic.
+const APPEND: &str = "console=ttyS0 loglevel=8 panic=-1 rdinit=/init";
+
+impl Vm {
+    pub fn start(config: &VmConfig) -> Result<Self> {
+        std::fs::create_dir_all(&config.log_dir)?;
+        // Socket paths are limited to 108 bytes, so keep them short and private.
+        let socket_dir = tempfile::Builder::new().prefix("klp-vm-").tempdir()?;
+        let socket = socket_dir.path().join("ctl");
+        let qemu_log = std::fs::File::create(config.log_dir.join("qemu.log"))?;
+        let mut command = Command::new(qemu_program());
+        command
+            .args([
+                "-nodefaults",
+                "-no-reboot",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+            ])
+            .args(config.accel.qemu_args())
+            .args([
+                "-m",
+                &config.memory_mb.to_string(),
+                "-smp",
+                &config.cpus.to_string(),
+            ])
+            .arg("-kernel")
+            .arg(&config.bzimage)
+            .arg("-initrd")
+            .arg(&config.initramfs)
+            .args(["-append", APPEND])
+            .args([
+                "-chardev",
+                "stdio,id=console,signal=off",
+                "-serial",
+                "chardev:console",
+            ])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=control,path={},server=on,wait=on",
+                socket.display()
+            ))
+            .args(["-device", "virtio-serial-pci"])
+            .args(["-device", "virtserialport,chardev=control,name=klp.control"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(qemu_log);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
+        // SIGKILL to QEMU when the thread that started it goes away.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        let mut child = command.spawn().with_context(|| {
+            format!(
+                "cannot start {} (package {})",
+                qemu_program(),
+                crate::host::QEMU.package
+            )
+        })?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let log = std::fs::File::create(config.log_dir.join("console.log"))?;
+        let (console, console_thread) = Console::capture(stdout, log);
+        // QEMU waits for this connection before it starts the guest.
+        let control = loop {
+            match UnixStream::connect(&socket) {
+                Ok(stream) => break stream,
+                Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                    if let Some(status) = child.try_wait()? {
+                        let qemu_errors = std::fs::read_to_string(config.log_dir.join("qemu.log"))
+                            .unwrap_or_default();
+                        bail!(
+                            "QEMU exited at start ({status}):\n{}",
+                            qemu_errors.trim_end()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(err) => return Err(err).context("QEMU did not open its control socket"),
+            }
+        };
+        Ok(Self {
+            child,
+            console,
+            console_thread: Some(console_thread),
+            control,
+            accel: config.accel,
+            started,
+            _socket_dir: socket_dir,
+        })
+    }
+
+    /// Wait for QEMU to exit by itself (after the guest powers off), or kill it.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                self.finish_console();
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.kill();
+        bail!("QEMU did not exit within {timeout:?} after poweroff; killed it")
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.finish_console();
+    }
+
+    fn finish_console(&mut self) {
+        if let Some(thread) = self.console_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
