@@ -1,12 +1,17 @@
 //! klp-harness: builds kernels and livepatch fixtures, boots them in QEMU,
 //! drives load / replace / revert scenarios and judges what the guest shows.
+//!
+//! Data flows one way through the modules:
+//! kernel ──> fixture ──> image ──> vm ──> guest ──> scenario ──> report.
 
 pub mod cache;
-pub mod host;
-pub mod project;
-pub mod yaml;
-pub mod kernel;
 pub mod fixture;
 pub mod guest;
+pub mod host;
 pub mod image;
+pub mod kernel;
+pub mod project;
+pub mod report;
+pub mod scenario;
 pub mod vm;
+pub mod yaml;

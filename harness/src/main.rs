@@ -1,0 +1,158 @@
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use klp_harness::cache::Cache;
+use klp_harness::project::Project;
+use klp_harness::scenario::{self, Outcome};
+use klp_harness::{kernel, report};
+
+/// QEMU-based integration tests for Linux kernel livepatching.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios on kernels and print a scenario × kernel table.
+    Run {
+        /// Kernel(s) to run on (default: debian-6.12); `all` for every kernel.
+        #[arg(long, value_delimiter = ',')]
+        kernel: Vec<String>,
+        /// Scenario files or names (default: every scenario).
+        scenarios: Vec<String>,
+    },
+    /// Check scenario files without booting anything.
+    Check { scenarios: Vec<String> },
+    /// Kernels under kernels/.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// List the kernel definitions.
+    List,
+    /// Fetch or build a kernel into the cache.
+    Build { name: String },
+    /// Print a kernel's release, cache path and livepatch-related config.
+    Show { name: String },
+}
+
+fn main() {
+    if let Err(err) = real_main() {
+        eprintln!("error: {err:#}");
+        std::process::exit(2);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let project = Project::locate()?;
+    match cli.command {
+        Command::Run { kernel, scenarios } => run(&project, &kernel, &scenarios),
+        Command::Check { scenarios } => {
+            for file in scenario_files(&project, &scenarios)? {
+                let scenario = scenario::load(&project, &file)?;
+                println!("{}: ok ({} steps)", scenario.name, scenario.steps.len());
+            }
+            Ok(())
+        }
+        Command::Kernel { command } => kernel_command(&project, command),
+    }
+}
+
+/// Scenario files to run, relative to the current directory where they can
+/// be, so that messages name them the way the user would.
+fn scenario_files(project: &Project, wanted: &[String]) -> Result<Vec<std::path::PathBuf>> {
+    let cwd = std::env::current_dir()?;
+    let relative = |path: std::path::PathBuf| match path.strip_prefix(&cwd) {
+        Ok(inside) => inside.to_path_buf(),
+        Err(_) => path,
+    };
+    if wanted.is_empty() {
+        return Ok(scenario::scenario_files(project)?
+            .into_iter()
+            .map(relative)
+            .collect());
+    }
+    wanted
+        .iter()
+        .map(|name| {
+            let as_path = std::path::PathBuf::from(name);
+            let by_name = project.scenarios_dir().join(format!("{name}.yaml"));
+            if as_path.is_file() {
+                Ok(as_path.canonicalize()?)
+            } else if by_name.is_file() {
+                Ok(by_name)
+            } else {
+                bail!("no scenario {name:?} (neither a file nor scenarios/{name}.yaml)")
+            }
+        })
+        .map(|path| path.map(relative))
+        .collect()
+}
+
+fn run(project: &Project, kernels: &[String], scenarios: &[String]) -> Result<()> {
+    let cache = Cache::from_env()?;
+    let specs = if kernels.iter().any(|k| k == "all") {
+        kernel::list(project)?
+    } else if kernels.is_empty() {
+        vec![kernel::find(project, kernel::DEFAULT)?]
+    } else {
+        kernels
+            .iter()
+            .map(|name| kernel::find(project, name))
+            .collect::<Result<_>>()?
+    };
+    let loaded = scenario_files(project, scenarios)?
+        .iter()
+        .map(|file| scenario::load(project, file))
+        .collect::<Result<Vec<_>>>()?;
+    let mut verdicts = Vec::new();
+    for spec in &specs {
+        for scenario in &loaded {
+            eprintln!("klp-harness: {} on {}", scenario.name, spec.name);
+            let verdict = scenario::execute(project, &cache, scenario, spec);
+            if let Outcome::Fail(why) = &verdict.outcome {
+                eprintln!("FAIL {} on {}:\n{why}\n", verdict.scenario, verdict.kernel);
+            }
+            verdicts.push(verdict);
+        }
+    }
+    print!("{}", report::table(&verdicts));
+    if verdicts
+        .iter()
+        .any(|v| matches!(v.outcome, Outcome::Fail(_)))
+    {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
+    match command {
+        KernelCommand::List => {
+            for spec in kernel::list(project)? {
+                println!("{}", spec.name);
+            }
+        }
+        KernelCommand::Build { name } => {
+            let kernel = kernel::prepare(&kernel::find(project, &name)?, &Cache::from_env()?)?;
+            println!("{} {}", kernel.name, kernel.bzimage.display());
+        }
+        KernelCommand::Show { name } => {
+            let kernel = kernel::prepare(&kernel::find(project, &name)?, &Cache::from_env()?)?;
+            println!("name:    {}", kernel.name);
+            println!("release: {}", kernel.release);
+            println!("cache:   {}", kernel.id);
+            println!("bzImage: {}", kernel.bzimage.display());
+            println!("kbuild:  {}", kernel.kbuild.display());
+            println!("config:  {}", kernel.config.display());
+        }
+    }
+    Ok(())
+}

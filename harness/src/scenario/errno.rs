@@ -1,0 +1,75 @@
+//! Errno names a scenario may expect, recognised in busybox's messages
+//! (which end in glibc's strerror text, the same on host and guest).
+
+/// The errnos livepatch operations return, by name.
+const ERRNOS: &[(&str, i32)] = &[
+    ("EPERM", libc::EPERM),
+    ("ENOENT", libc::ENOENT),
+    ("EIO", libc::EIO),
+    ("E2BIG", libc::E2BIG),
+    ("ENOEXEC", libc::ENOEXEC),
+    ("EAGAIN", libc::EAGAIN),
+    ("ENOMEM", libc::ENOMEM),
+    ("EFAULT", libc::EFAULT),
+    ("EBUSY", libc::EBUSY),
+    ("EEXIST", libc::EEXIST),
+    ("ENODEV", libc::ENODEV),
+    ("EINVAL", libc::EINVAL),
+    ("ENOSPC", libc::ENOSPC),
+    ("ENOSYS", libc::ENOSYS),
+    ("ENOTSUPP", 524),
+    ("EOPNOTSUPP", libc::EOPNOTSUPP),
+    ("ETIMEDOUT", libc::ETIMEDOUT),
+    ("EKEYREJECTED", libc::EKEYREJECTED),
+];
+
+pub fn names() -> impl Iterator<Item = &'static str> {
+    ERRNOS.iter().map(|(name, _)| *name)
+}
+
+pub fn is_known(name: &str) -> bool {
+    ERRNOS.iter().any(|(known, _)| *known == name)
+}
+
+fn description(number: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(number).to_string();
+    // "Invalid argument (os error 22)" ──> "Invalid argument"
+    text.rsplit_once(" (os error")
+        .map_or(text.clone(), |(head, _)| head.to_string())
+}
+
+/// The errno whose description ends the last line of `output`, e.g.
+/// "insmod: can't insert 'x.ko': Invalid argument" ──> EINVAL.
+pub fn from_message(output: &str) -> Option<&'static str> {
+    let last = output
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())?
+        .trim_end();
+    ERRNOS
+        .iter()
+        .find(|(_, number)| last.ends_with(&description(*number)))
+        .map(|(name, _)| *name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busybox_messages_map_to_errno_names() {
+        assert_eq!(
+            from_message("insmod: can't insert '/klp/a.ko': Invalid argument\n"),
+            Some("EINVAL")
+        );
+        assert_eq!(
+            from_message("sh: write error: Device or resource busy"),
+            Some("EBUSY")
+        );
+        assert_eq!(
+            from_message("insmod: can't insert 'b.ko': No such device\n"),
+            Some("ENODEV")
+        );
+        assert_eq!(from_message("all fine"), None);
+    }
+}

@@ -1,0 +1,334 @@
+//! Reading and checking a scenario before any VM starts: every mistake is
+//! reported with file:line:column and what was expected.
+
+use super::errno;
+use super::model::{ScenarioFile, Step};
+use crate::fixture::{self, Fixture};
+use crate::project::Project;
+use crate::yaml::{Position, Spanned};
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+/// A checked scenario.
+#[derive(Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: String,
+    pub kernels: Option<Vec<String>>,
+    pub fixtures: Vec<Fixture>,
+    pub steps: Vec<CheckedStep>,
+}
+
+#[derive(Debug)]
+pub struct CheckedStep {
+    pub position: Position,
+    pub action: Action,
+    pub expected_errno: Option<String>,
+    pub wait_transition: bool,
+    pub expect: super::model::Expect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Load(String),
+    Disable(String),
+    Unload(String),
+    Wait(String),
+    Run(String),
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Load(name) => write!(f, "load {name}"),
+            Action::Disable(name) => write!(f, "disable {name}"),
+            Action::Unload(name) => write!(f, "unload {name}"),
+            Action::Wait(name) => write!(f, "wait {name}"),
+            Action::Run(command) => write!(f, "run `{command}`"),
+        }
+    }
+}
+
+/// Scenario name: its path under scenarios/ without `.yaml`.
+/// Scenario name: its path under scenarios/ without `.yaml`, or the file
+/// stem for a scenario kept elsewhere.
+pub fn scenario_name(project: &Project, file: &Path) -> String {
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    match absolute.strip_prefix(project.scenarios_dir()) {
+        Ok(relative) => relative.with_extension("").to_string_lossy().into_owned(),
+        Err(_) => file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+    }
+}
+
+/// Every scenario file under scenarios/, sorted.
+pub fn scenario_files(project: &Project) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(project.scenarios_dir()).sort_by_file_name() {
+        let entry = entry?;
+        if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == "yaml") {
+            files.push(entry.into_path());
+        }
+    }
+    Ok(files)
+}
+
+pub fn load(project: &Project, file: &Path) -> Result<Scenario> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", file.display()))?;
+    parse(project, file, &text)
+}
+
+pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
+    let raw: ScenarioFile = crate::yaml::parse_str(file, text)?;
+    let at = |spanned_location: &crate::yaml::Location| Position::new(file, spanned_location);
+
+    let kernels = match &raw.kernels {
+        None => None,
+        Some(names) => {
+            let known: Vec<String> = crate::kernel::list(project)?
+                .into_iter()
+                .map(|spec| spec.name)
+                .collect();
+            for name in names {
+                if !known.contains(&name.value) {
+                    bail!(
+                        "{}: unknown kernel {:?}; expected one of: {}",
+                        at(&name.referenced),
+                        name.value,
+                        known.join(", ")
+                    );
+                }
+            }
+            Some(names.iter().map(|name| name.value.clone()).collect())
+        }
+    };
+
+    let available = fixture::names(project)?;
+    let mut fixtures = Vec::new();
+    for name in &raw.fixtures {
+        if !available.contains(&name.value) {
+            bail!(
+                "{}: unknown fixture {:?}; expected one of: {}",
+                at(&name.referenced),
+                name.value,
+                available.join(", ")
+            );
+        }
+        fixtures.push(fixture::find(project, &name.value)?);
+    }
+
+    if raw.steps.is_empty() {
+        bail!("{}: a scenario needs at least one step", file.display());
+    }
+    let mut steps = Vec::new();
+    for step in raw.steps {
+        steps.push(check_step(file, step, &fixtures)?);
+    }
+    Ok(Scenario {
+        name: scenario_name(project, file),
+        file: file.to_path_buf(),
+        description: raw.description,
+        kernels,
+        fixtures,
+        steps,
+    })
+}
+
+fn check_step(file: &Path, step: Spanned<Step>, fixtures: &[Fixture]) -> Result<CheckedStep> {
+    let position = Position::new(file, &step.referenced);
+    let step = step.value;
+    type MakeAction = fn(String) -> Action;
+    let candidates: Vec<(&Spanned<String>, MakeAction, bool)> = [
+        (&step.load, Action::Load as MakeAction, false),
+        (&step.disable, Action::Disable, true),
+        (&step.unload, Action::Unload, false),
+        (&step.wait, Action::Wait, true),
+        (&step.run, Action::Run, false),
+    ]
+    .into_iter()
+    .filter_map(|(field, make, needs_livepatch)| field.as_ref().map(|f| (f, make, needs_livepatch)))
+    .collect();
+    let (target, make, needs_livepatch) = match candidates.as_slice() {
+        [one] => *one,
+        [] => bail!("{position}: step has no action; expected one of: load, disable, unload, wait, run"),
+        [_, second, ..] => bail!(
+            "{}: step has more than one action; expected exactly one of: load, disable, unload, wait, run",
+            Position::new(file, &second.0.referenced)
+        ),
+    };
+    let action = make(target.value.clone());
+    if !matches!(action, Action::Run(_)) {
+        let Some(fixture) = fixtures.iter().find(|f| f.name == target.value) else {
+            bail!(
+                "{}: {:?} is not among this scenario's fixtures ({})",
+                Position::new(file, &target.referenced),
+                target.value,
+                fixtures
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        if needs_livepatch && !fixture.is_livepatch() {
+            bail!(
+                "{}: {:?} is a plain module, not a livepatch; expected a livepatch fixture",
+                Position::new(file, &target.referenced),
+                target.value
+            );
+        }
+    }
+    if let Some(errno_name) = &step.error {
+        if !errno::is_known(&errno_name.value) {
+            bail!(
+                "{}: unknown errno {:?}; expected one of: {}",
+                Position::new(file, &errno_name.referenced),
+                errno_name.value,
+                errno::names().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    Ok(CheckedStep {
+        position,
+        action,
+        expected_errno: step.error.map(|e| e.value),
+        wait_transition: step.wait_transition,
+        expect: step.expect,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project() -> Project {
+        Project::at(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap()
+    }
+
+    /// The error for `text`, which must be rejected.
+    fn error_of(text: &str) -> String {
+        let err = parse(&project(), Path::new("s.yaml"), text).expect_err("must be rejected");
+        format!("{err:#}")
+    }
+
+    const HEAD: &str = "description: d\nfixtures: [klp_target, klp_cumul_v1]\nsteps:\n";
+
+    #[test]
+    fn unknown_step_key() {
+        let err = error_of(&format!("{HEAD}  - load: klp_target\n    bogus: 1\n"));
+        assert!(
+            err.starts_with("s.yaml:5:5: unknown field `bogus`, expected one of load, disable"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn misspelt_top_level_key() {
+        let err = error_of("description: d\nfixture: [klp_target]\nsteps: []\n");
+        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, kernels, fixtures, steps");
+    }
+
+    #[test]
+    fn wrong_type() {
+        let err = error_of("description: d\nfixtures: klp_target\nsteps: []\n");
+        assert_eq!(err, "s.yaml:2:11: expected a list");
+    }
+
+    #[test]
+    fn undefined_fixture() {
+        let err = error_of("description: d\nfixtures: [klp_target, klp_nope]\nsteps: []\n");
+        assert!(
+            err.starts_with("s.yaml:2:24: unknown fixture \"klp_nope\"; expected one of: "),
+            "{err}"
+        );
+        assert!(err.contains("klp_cumul_v1"), "{err}");
+    }
+
+    #[test]
+    fn step_uses_fixture_not_declared() {
+        let err = error_of(&format!("{HEAD}  - load: klp_cumul_v2\n"));
+        assert!(
+            err.starts_with("s.yaml:4:11: \"klp_cumul_v2\" is not among this scenario's fixtures"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_kernel() {
+        let err = error_of("description: d\nkernels: [linux-0.01]\nfixtures: []\nsteps: []\n");
+        assert!(
+            err.starts_with("s.yaml:2:11: unknown kernel \"linux-0.01\"; expected one of: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_errno() {
+        let err = error_of(&format!(
+            "{HEAD}  - load: klp_cumul_v1\n    error: EWHATEVER\n"
+        ));
+        assert!(
+            err.starts_with("s.yaml:5:12: unknown errno \"EWHATEVER\"; expected one of: EPERM"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn two_actions_in_one_step() {
+        let err = error_of(&format!(
+            "{HEAD}  - load: klp_target\n    unload: klp_target\n"
+        ));
+        assert!(
+            err.starts_with("s.yaml:5:13: step has more than one action"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn step_without_action() {
+        let err = error_of(&format!("{HEAD}  - error: EINVAL\n"));
+        assert!(err.starts_with("s.yaml:4:5: step has no action"), "{err}");
+    }
+
+    #[test]
+    fn disabling_a_plain_module() {
+        let err = error_of(&format!("{HEAD}  - disable: klp_target\n"));
+        assert!(
+            err.starts_with("s.yaml:4:14: \"klp_target\" is a plain module, not a livepatch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_patch_attribute() {
+        let text = format!("{HEAD}  - load: klp_cumul_v1\n    expect:\n      patch:\n        klp_cumul_v1: {{enabeld: 1}}\n");
+        let err = error_of(&text);
+        assert!(
+            err.starts_with(
+                "s.yaml:7:24: unknown field `enabeld`, expected one of enabled, transition"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_steps() {
+        assert_eq!(
+            error_of("description: d\nfixtures: []\nsteps: []\n"),
+            "s.yaml: a scenario needs at least one step"
+        );
+    }
+
+    #[test]
+    fn the_shipped_scenarios_are_valid() {
+        let project = project();
+        for file in scenario_files(&project).unwrap() {
+            load(&project, &file).unwrap_or_else(|err| panic!("{err:#}"));
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! scenario YAML ──> steps ──> observations ──> verdict.
+
+mod errno;
+mod load;
+pub mod model;
+mod observe;
+mod run;
+
+pub use load::{load, parse, scenario_files, scenario_name, Action, Scenario};
+
+use crate::cache::Cache;
+use crate::guest::{BootTimes, Guest};
+use crate::kernel::KernelSpec;
+use crate::project::Project;
+use crate::vm::{Vm, VmConfig};
+use crate::{fixture, host, image, kernel, vm};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    NotApplicable(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    pub scenario: String,
+    pub kernel: String,
+    pub outcome: Outcome,
+    pub duration: Duration,
+    pub accel: Option<&'static str>,
+    pub boot: Option<BootTimes>,
+    /// Console log, QEMU log and step trace of this run.
+    pub artifacts: PathBuf,
+}
+
+/// Bounds on waiting for the guest, from the environment or defaults
+/// generous enough for TCG on a loaded two-core machine.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub boot: Duration,
+    pub command: Duration,
+    pub transition: Duration,
+}
+
+impl Timeouts {
+    pub fn from_env() -> Self {
+        let seconds = |var: &str, default: u64| {
+            Duration::from_secs(
+                std::env::var(var)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default),
+            )
+        };
+        Self {
+            boot: seconds("KLP_HARNESS_BOOT_TIMEOUT", 120),
+            command: seconds("KLP_HARNESS_COMMAND_TIMEOUT", 60),
+            transition: seconds("KLP_HARNESS_TRANSITION_TIMEOUT", 15),
+        }
+    }
+}
+
+pub fn artifacts_dir(project: &Project, scenario: &str, kernel: &str) -> PathBuf {
+    let base = std::env::var_os("KLP_HARNESS_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project.root().join("target/klp-harness/runs"));
+    base.join(scenario).join(kernel)
+}
+
+/// Whether the scenario runs on this kernel, and if not, why.
+pub fn applicability(scenario: &Scenario, kernel: &str) -> Option<String> {
+    match &scenario.kernels {
+        Some(kernels) if !kernels.iter().any(|k| k == kernel) => {
+            Some(format!("scenario is limited to {}", kernels.join(", ")))
+        }
+        _ => None,
+    }
+}
+
+/// Build what the scenario needs, boot, run the steps, and judge.
+pub fn execute(
+    project: &Project,
+    cache: &Cache,
+    scenario: &Scenario,
+    spec: &KernelSpec,
+) -> Verdict {
+    let started = Instant::now();
+    let artifacts = artifacts_dir(project, &scenario.name, &spec.name);
+    let mut verdict = Verdict {
+        scenario: scenario.name.clone(),
+        kernel: spec.name.clone(),
+        outcome: Outcome::Pass,
+        duration: Duration::ZERO,
+        accel: None,
+        boot: None,
+        artifacts: artifacts.clone(),
+    };
+    if let Some(reason) = applicability(scenario, &spec.name) {
+        verdict.outcome = Outcome::NotApplicable(reason);
+        return verdict;
+    }
+    if let Err(err) = execute_inner(project, cache, scenario, spec, &mut verdict) {
+        verdict.outcome = Outcome::Fail(format!("{err:#}\n(logs: {})", artifacts.display()));
+    }
+    verdict.duration = started.elapsed();
+    verdict
+}
+
+fn execute_inner(
+    project: &Project,
+    cache: &Cache,
+    scenario: &Scenario,
+    spec: &KernelSpec,
+    verdict: &mut Verdict,
+) -> Result<()> {
+    host::ensure(host::SCENARIO_TOOLS, &cache.root().join("locks"))?;
+    let kernel = kernel::prepare(spec, cache)?;
+    let built = scenario
+        .fixtures
+        .iter()
+        .map(|f| fixture::build(project, f, &kernel, cache))
+        .collect::<Result<Vec<_>>>()?;
+    let initramfs = image::build(
+        cache,
+        std::path::Path::new(host::BUSYBOX_STATIC),
+        crate::guest::INIT_SCRIPT,
+        &built,
+    )?;
+
+    if verdict.artifacts.exists() {
+        std::fs::remove_dir_all(&verdict.artifacts).ok();
+    }
+    std::fs::create_dir_all(&verdict.artifacts)
+        .with_context(|| format!("cannot create {}", verdict.artifacts.display()))?;
+    let timeouts = Timeouts::from_env();
+    let accel = vm::choose_accel(&kernel.bzimage, &cache.root().join("probe"));
+    verdict.accel = Some(accel.name());
+    let config = VmConfig {
+        bzimage: kernel.bzimage.clone(),
+        initramfs,
+        log_dir: verdict.artifacts.clone(),
+        memory_mb: 512,
+        cpus: 2,
+        accel,
+    };
+    let vm = Vm::start(&config)?;
+    let mut guest = Guest::attach(vm, timeouts.boot, timeouts.command)?;
+    verdict.boot = Some(guest.boot);
+    let mut trace = String::new();
+    let result = run::run_steps(
+        &mut guest,
+        scenario,
+        run::Limits {
+            transition: timeouts.transition,
+        },
+        &mut trace,
+    );
+    std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;
+    match result {
+        Ok(()) => guest.shutdown(),
+        Err(err) => {
+            guest.vm.kill();
+            Err(err)
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The scenario file format (`scenarios/*.yaml`).
+
+use crate::yaml::Spanned;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// One line saying what the scenario shows.
+    pub description: String,
+    /// Kernels (names of `kernels/*.yaml`) to run on; all of them when absent.
+    #[serde(default)]
+    pub kernels: Option<Vec<Spanned<String>>>,
+    /// Fixtures (names in `fixtures/`) to build and put into the guest.
+    pub fixtures: Vec<Spanned<String>>,
+    pub steps: Vec<Spanned<Step>>,
+}
+
+/// One action, with what must hold after it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// insmod a fixture; for a livepatch, then wait for its transition to end.
+    pub load: Option<Spanned<String>>,
+    /// Write 0 to the patch's `enabled`, then wait for the transition to end.
+    pub disable: Option<Spanned<String>>,
+    /// rmmod a fixture module.
+    pub unload: Option<Spanned<String>>,
+    /// Wait for the named patch's transition to end.
+    pub wait: Option<Spanned<String>>,
+    /// A guest shell command (escape hatch); must exit 0 unless `error` is set.
+    pub run: Option<Spanned<String>>,
+    /// The action must fail with this errno (e.g. EINVAL) instead of succeeding.
+    pub error: Option<Spanned<String>>,
+    /// Whether `load`/`disable` wait for the transition to end (default true).
+    #[serde(default = "yes")]
+    pub wait_transition: bool,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Assertions checked after a step.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The patches under /sys/kernel/livepatch, bottom of the stack first.
+    pub patches: Option<Spanned<Vec<String>>>,
+    /// sysfs attributes of individual patches.
+    #[serde(default)]
+    pub patch: BTreeMap<String, Spanned<PatchState>>,
+    /// Target outputs: file under /sys/kernel/klp_target ──> its content.
+    #[serde(default)]
+    pub target: BTreeMap<String, Spanned<String>>,
+    /// Lines that the kernel logged during this step, in this order
+    /// (other lines may come between them).
+    #[serde(default)]
+    pub log: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PatchState {
+    pub enabled: Option<u8>,
+    pub transition: Option<u8>,
+    pub replace: Option<u8>,
+    pub stack_order: Option<u32>,
+}

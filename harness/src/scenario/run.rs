@@ -1,0 +1,234 @@
+//! scenario ──> steps ──> observations ──> verdict, in one booted guest.
+
+use super::errno;
+use super::load::{Action, CheckedStep, Scenario};
+use super::model::PatchState;
+use super::observe;
+use crate::guest::Guest;
+use anyhow::{anyhow, bail, Result};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Limits that keep a stuck guest from stalling a run.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub transition: Duration,
+}
+
+/// Run every step; the first unmet expectation ends the scenario.
+pub fn run_steps(
+    guest: &mut Guest,
+    scenario: &Scenario,
+    limits: Limits,
+    trace: &mut String,
+) -> Result<()> {
+    for (index, step) in scenario.steps.iter().enumerate() {
+        let _ = writeln!(
+            trace,
+            "== step {} ({}): {}",
+            index + 1,
+            step.position,
+            step.action
+        );
+        run_step(guest, step, limits, trace).map_err(|err| {
+            anyhow!(
+                "{}: step {} `{}`: {err:#}",
+                step.position,
+                index + 1,
+                step.action
+            )
+        })?;
+    }
+    let log = guest.vm.console.text();
+    if let Some(line) = observe::kernel_splat(&log) {
+        bail!(
+            "{}: the kernel logged a warning or crash: {line}",
+            scenario.file.display()
+        );
+    }
+    Ok(())
+}
+
+fn run_step(
+    guest: &mut Guest,
+    step: &CheckedStep,
+    limits: Limits,
+    trace: &mut String,
+) -> Result<()> {
+    let (command, waits_for) = match &step.action {
+        Action::Load(name) => (format!("insmod /klp/{name}.ko"), Some(name)),
+        Action::Disable(name) => (
+            format!("echo 0 > /sys/kernel/livepatch/{name}/enabled"),
+            Some(name),
+        ),
+        Action::Unload(name) => (format!("rmmod {name}"), None),
+        Action::Wait(name) => (
+            observe::wait_transition_command(name, limits.transition),
+            None,
+        ),
+        Action::Run(shell) => (format!("sh -c {}", shell_quote(shell)), None),
+    };
+    let result = guest.run(&command)?;
+    let _ = writeln!(
+        trace,
+        "$ {command}\n{}[status {}]",
+        result.output, result.status
+    );
+    match (&step.expected_errno, result.status) {
+        (None, 0) => {
+            let is_livepatch_action = matches!(step.action, Action::Disable(_))
+                || (matches!(step.action, Action::Load(_)) && guest_has_patch(guest, waits_for)?);
+            if step.wait_transition && is_livepatch_action {
+                if let Some(name) = waits_for {
+                    let waited =
+                        guest.run(&observe::wait_transition_command(name, limits.transition))?;
+                    if waited.status != 0 {
+                        bail!(
+                            "transition of {name} still running after {:?}",
+                            limits.transition
+                        );
+                    }
+                }
+            }
+        }
+        (None, status) => bail!(
+            "expected success, found exit status {status}: {}",
+            result.output.trim()
+        ),
+        (Some(expected), 0) => bail!("expected {expected}, found success"),
+        (Some(expected), _) => {
+            let found = errno::from_message(&result.output);
+            if found != Some(expected.as_str()) {
+                bail!(
+                    "expected {expected}, found {}: {}",
+                    found.unwrap_or("an unrecognised error"),
+                    result.output.trim()
+                );
+            }
+        }
+    }
+    let log = guest.kernel_log_since_last()?;
+    trace.push_str(&log);
+    check_expectations(guest, step, &log)
+}
+
+fn guest_has_patch(guest: &mut Guest, name: Option<&String>) -> Result<bool> {
+    let Some(name) = name else { return Ok(false) };
+    Ok(guest
+        .run(&format!("[ -d /sys/kernel/livepatch/{name} ]"))?
+        .status
+        == 0)
+}
+
+fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Result<()> {
+    let expect = &step.expect;
+    if let Some(expected) = &expect.patches {
+        let found = observe::patch_stack(guest)?;
+        if found != expected.value {
+            bail!("patches: expected {:?}, found {:?}", expected.value, found);
+        }
+    }
+    for (name, expected) in &expect.patch {
+        let found = observe::patch_state(guest, name)?;
+        check_patch_state(name, &expected.value, &found)?;
+    }
+    for (file, expected) in &expect.target {
+        let found = guest.run(&format!("cat /sys/kernel/klp_target/{file}"))?;
+        let found = found.output.trim_end_matches('\n');
+        if found != expected.value {
+            bail!(
+                "target {file}: expected {:?}, found {:?}",
+                expected.value,
+                found
+            );
+        }
+    }
+    let wanted: Vec<&str> = expect.log.iter().map(|line| line.value.as_str()).collect();
+    if let Err(missing) = observe::log_subsequence(log, &wanted) {
+        bail!(
+            "kernel log: expected a line containing {:?} (after the lines before it); this step logged:\n{}",
+            missing,
+            log.trim_end()
+        );
+    }
+    Ok(())
+}
+
+fn check_patch_state(name: &str, expected: &PatchState, found: &Option<PatchState>) -> Result<()> {
+    let Some(found) = found else {
+        bail!("patch {name}: expected it under /sys/kernel/livepatch, found no such patch");
+    };
+    let pairs = [
+        (
+            "enabled",
+            expected.enabled.map(u32::from),
+            found.enabled.map(u32::from),
+        ),
+        (
+            "transition",
+            expected.transition.map(u32::from),
+            found.transition.map(u32::from),
+        ),
+        (
+            "replace",
+            expected.replace.map(u32::from),
+            found.replace.map(u32::from),
+        ),
+        ("stack_order", expected.stack_order, found.stack_order),
+    ];
+    for (attribute, want, have) in pairs {
+        if let Some(want) = want {
+            match have {
+                Some(have) if have == want => {}
+                Some(have) => bail!("patch {name}: {attribute}: expected {want}, found {have}"),
+                None => bail!("patch {name}: {attribute}: expected {want}, but this kernel has no such attribute"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Single-quote for the guest shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_patch_state_names_attribute_and_values() {
+        let expected = PatchState {
+            enabled: Some(1),
+            ..Default::default()
+        };
+        let found = Some(PatchState {
+            enabled: Some(0),
+            transition: Some(0),
+            ..Default::default()
+        });
+        let err = check_patch_state("klp_a", &expected, &found)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "patch klp_a: enabled: expected 1, found 0");
+    }
+
+    #[test]
+    fn missing_attribute_is_a_failure_not_a_pass() {
+        let expected = PatchState {
+            stack_order: Some(1),
+            ..Default::default()
+        };
+        let found = Some(PatchState {
+            enabled: Some(1),
+            ..Default::default()
+        });
+        assert!(check_patch_state("klp_a", &expected, &found).is_err());
+    }
+
+    #[test]
+    fn quotes_survive_the_shell() {
+        assert_eq!(shell_quote("echo 'hi'"), r"'echo '\''hi'\'''");
+    }
+}

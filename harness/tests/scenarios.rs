@@ -1,0 +1,91 @@
+//! One test per scenario × kernel, named `<scenario>::<kernel>`, each
+//! booting a real kernel in QEMU. Listing (`--list`) only reads YAML.
+
+use klp_harness::cache::Cache;
+use klp_harness::kernel::{self, KernelSpec};
+use klp_harness::project::Project;
+use klp_harness::scenario::{self, Outcome, Scenario};
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::path::Path;
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = match trials() {
+        Ok(trials) => trials,
+        Err(err) => vec![Trial::test("scenarios::load", move || {
+            Err(format!("{err:#}").into())
+        })],
+    };
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn trials() -> anyhow::Result<Vec<Trial>> {
+    let project = Project::locate()?;
+    let kernels = kernel::list(&project)?;
+    let mut trials = Vec::new();
+    for file in scenario::scenario_files(&project)? {
+        let name = scenario::scenario_name(&project, &file);
+        match scenario::load(&project, &file) {
+            Ok(loaded) => {
+                for spec in &kernels {
+                    trials.push(scenario_trial(&project, &loaded, spec));
+                }
+            }
+            Err(err) => {
+                let message = format!("{err:#}");
+                trials.push(Trial::test(format!("{name}::load"), move || {
+                    Err(message.into())
+                }));
+            }
+        }
+    }
+    if let Some(spec) = kernels.iter().find(|spec| spec.name == kernel::DEFAULT) {
+        trials.push(wrong_expectation_trial(&project, spec)?);
+    }
+    Ok(trials)
+}
+
+fn scenario_trial(project: &Project, loaded: &Scenario, spec: &KernelSpec) -> Trial {
+    let name = format!("{}::{}", loaded.name, spec.name);
+    let not_applicable = scenario::applicability(loaded, &spec.name).is_some();
+    let (project, spec, file) = (project.clone(), spec.clone(), loaded.file.clone());
+    Trial::test(name, move || {
+        let loaded = scenario::load(&project, &file).map_err(|e| format!("{e:#}"))?;
+        let verdict = scenario::execute(&project, &Cache::from_env()?, &loaded, &spec);
+        match verdict.outcome {
+            Outcome::Pass => Ok(()),
+            Outcome::Fail(why) => Err(why.into()),
+            Outcome::NotApplicable(why) => {
+                Err(format!("not applicable, yet selected: {why}").into())
+            }
+        }
+    })
+    .with_ignored_flag(not_applicable)
+}
+
+/// The assertion machinery must be able to fail: a scenario whose last
+/// expectation is wrong on purpose must fail, naming the step and the
+/// difference.
+fn wrong_expectation_trial(project: &Project, spec: &KernelSpec) -> anyhow::Result<Trial> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/wrong-expectation.yaml");
+    let (project, spec) = (project.clone(), spec.clone());
+    Ok(Trial::test(
+        format!("harness::wrong-expectation-fails::{}", spec.name),
+        move || {
+            let loaded = scenario::load(&project, &file).map_err(|e| format!("{e:#}"))?;
+            let verdict = scenario::execute(&project, &Cache::from_env()?, &loaded, &spec);
+            let Outcome::Fail(why) = verdict.outcome else {
+                return Err(Failed::from(format!(
+                    "expected a failure, got {:?}",
+                    verdict.outcome
+                )));
+            };
+            let wanted = "wrong-expectation.yaml:11:5: step 2 `load klp_cumul_v1`: \
+                      target status: expected \"original\", found \"klp_cumul_v1 f1=v1\"";
+            if !why.contains(wanted) {
+                return Err(format!("failure message lacks {wanted:?}:\n{why}").into());
+            }
+            Ok(())
+        },
+    ))
+}
