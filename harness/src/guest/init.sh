@@ -9,8 +9,19 @@ export PATH=/bin
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "klp-harness: /init started at uptime $uptime" > /dev/kmsg
-for port in /sys/class/virtio-ports/*; do
-	[ "$(cat "$port/name")" = klp.control ] && control=/dev/${port##*/}
+# Modules the kernel does not build in, dependencies first.
+for module in /boot-modules/*.ko; do
+	[ -e "$module" ] && insmod "$module"
+done
+# Ports appear as their device is probed: wait for ours, at most 5 s.
+tries=0
+while [ -z "$control" ] && [ $tries -lt 500 ]; do
+	for port in /sys/class/virtio-ports/*; do
+		[ -e "$port/name" ] && [ "$(cat "$port/name")" = klp.control ] &&
+			control=/dev/${port##*/}
+	done
+	[ -n "$control" ] || usleep 10000
+	tries=$((tries + 1))
 done
 if [ -z "$control" ]; then
 	echo "klp-harness: no virtio port klp.control (CONFIG_VIRTIO_CONSOLE?)" > /dev/kmsg

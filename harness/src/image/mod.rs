@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// Where fixtures sit inside the guest.
 pub const GUEST_MODULE_DIR: &str = "/klp";
 
-const DIRECTORIES: &[&str] = &["bin", "dev", "proc", "sys", "tmp", "klp"];
+const DIRECTORIES: &[&str] = &["bin", "dev", "proc", "sys", "tmp", "klp", "boot-modules"];
 
 const S_IFDIR: u32 = 0o040000;
 const S_IFCHR: u32 = 0o020000;
@@ -36,11 +36,13 @@ impl Entry {
     }
 }
 
-/// Build (or reuse) the initramfs holding busybox, `init` and the fixtures.
+/// Build (or reuse) the initramfs holding busybox, `init`, the kernel's boot
+/// modules (loaded by init in the given order) and the fixtures.
 pub fn build(
     cache: &Cache,
     busybox: &Path,
     init: &str,
+    boot_modules: &[PathBuf],
     fixtures: &[BuiltFixture],
 ) -> Result<PathBuf> {
     let mut entries: Vec<Entry> = DIRECTORIES
@@ -63,6 +65,16 @@ pub fn build(
     let busybox_bytes =
         std::fs::read(busybox).with_context(|| format!("cannot read {}", busybox.display()))?;
     entries.push(Entry::file("bin/busybox".into(), 0o755, busybox_bytes));
+    for (index, module) in boot_modules.iter().enumerate() {
+        let bytes =
+            std::fs::read(module).with_context(|| format!("cannot read {}", module.display()))?;
+        let name = module.file_name().unwrap_or_default().to_string_lossy();
+        entries.push(Entry::file(
+            format!("boot-modules/{index:02}-{name}"),
+            0o644,
+            bytes,
+        ));
+    }
     for fixture in fixtures {
         let ko = std::fs::read(&fixture.ko)
             .with_context(|| format!("cannot read {}", fixture.ko.display()))?;
@@ -114,10 +126,17 @@ mod tests {
         let fixture = BuiltFixture {
             name: "m".into(),
             is_livepatch: false,
-            ko,
+            ko: ko.clone(),
             source_dir: tmp.path().into(),
         };
-        let path = build(&cache, &busybox, "#!/bin/sh\n", &[fixture]).unwrap();
+        let path = build(
+            &cache,
+            &busybox,
+            "#!/bin/sh\n",
+            std::slice::from_ref(&ko),
+            &[fixture],
+        )
+        .unwrap();
 
         let mut names = Vec::new();
         let mut reader = File::open(path).unwrap();
@@ -129,7 +148,13 @@ mod tests {
             names.push(entry.entry().name().to_string());
             reader = entry.finish().unwrap();
         }
-        for expected in ["init", "bin/busybox", "klp/m.ko", "dev/console"] {
+        for expected in [
+            "init",
+            "bin/busybox",
+            "klp/m.ko",
+            "dev/console",
+            "boot-modules/00-m.ko",
+        ] {
             assert!(
                 names.iter().any(|n| n == expected),
                 "{expected} missing from {names:?}"

@@ -4,15 +4,13 @@
 //! `dpkg-deb -x` into the cache, where the packages' relative symlinks
 //! join into one usable kbuild tree.
 
+use super::apt::PrivateApt;
 use super::{spec_hash, Kernel, KernelSpec};
-use crate::cache::{Cache, ContentHash};
+use crate::cache::Cache;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+use std::path::Path;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,116 +35,48 @@ fn latest() -> String {
 #[serde(deny_unknown_fields)]
 struct Resolved {
     abi: String,
-    version: String,
+    /// `name=version` of every package to download.
+    packages: Vec<String>,
 }
 
 impl Prebuilt {
-    fn packages(&self, abi: &str) -> Vec<String> {
+    /// Image, flavour headers, common headers, and the kbuild packages under
+    /// both names Debian has used (after the ABI since 6.12, after the series
+    /// before). The unsigned image is the one built with these headers; the
+    /// signed one can lag behind and boots the same under QEMU.
+    fn packages(&self, abi: &str) -> Vec<Vec<String>> {
         vec![
-            format!("linux-image-{abi}-{}", self.flavour),
-            format!("linux-headers-{abi}-{}", self.flavour),
-            format!("linux-headers-{abi}-common"),
-            format!("linux-kbuild-{abi}"),
+            vec![format!("linux-image-{abi}-{}-unsigned", self.flavour)],
+            vec![format!("linux-headers-{abi}-{}", self.flavour)],
+            vec![format!("linux-headers-{abi}-common")],
+            vec![
+                format!("linux-kbuild-{abi}"),
+                format!("linux-kbuild-{}", self.series),
+            ],
         ]
     }
 
-    fn sources_list(&self) -> String {
-        let mirror = std::env::var("KLP_HARNESS_DEBIAN_MIRROR")
-            .unwrap_or_else(|_| "http://deb.debian.org".to_string());
-        self.suites
-            .iter()
-            .map(|suite| {
-                let archive = if suite.ends_with("-security") {
-                    "debian-security"
-                } else {
-                    "debian"
-                };
-                format!("deb [signed-by={KEYRING}] {mirror}/{archive} {suite} main\n")
-            })
-            .collect()
-    }
-}
-
-/// apt-get and apt-cache with sources, lists and cache of the harness's own.
-struct PrivateApt {
-    dir: PathBuf,
-}
-
-impl PrivateApt {
-    fn new(cache: &Cache, sources: &str) -> Result<Self> {
-        let key = ContentHash::new().add("sources", sources).finish();
-        let dir = cache.root().join("apt").join(key);
-        fs::create_dir_all(dir.join("lists/partial"))?;
-        fs::create_dir_all(dir.join("cache/archives/partial"))?;
-        fs::write(dir.join("sources.list"), sources)?;
-        Ok(Self { dir })
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut command = Command::new(program);
-        let options = [
-            format!(
-                "Dir::Etc::SourceList={}",
-                self.dir.join("sources.list").display()
-            ),
-            "Dir::Etc::SourceParts=/dev/null".to_string(),
-            format!("Dir::State::Lists={}", self.dir.join("lists").display()),
-            format!("Dir::Cache={}", self.dir.join("cache").display()),
-            "Dir::State::status=/dev/null".to_string(),
-            "APT::Sandbox::User=root".to_string(),
-            "Debug::NoLocking=1".to_string(),
-        ];
-        for option in options {
-            command.arg("-o").arg(option);
+    /// `name=version` for each package, if the suites offer them all; each
+    /// at the image's version where it exists, so the kbuild tools match.
+    fn resolve_packages(&self, abi: &str, apt: &PrivateApt) -> Result<Option<Vec<String>>> {
+        let mut pinned = Vec::new();
+        let mut image_version: Option<String> = None;
+        for alternatives in self.packages(abi) {
+            let mut found = None;
+            for name in alternatives {
+                let same = image_version.as_ref().filter(|v| apt.offers(&name, v));
+                if let Some(version) = same.cloned().or(apt.version_of(&name)?) {
+                    image_version.get_or_insert(version.clone());
+                    found = Some(format!("{name}={version}"));
+                    break;
+                }
+            }
+            match found {
+                Some(package) => pinned.push(package),
+                None => return Ok(None),
+            }
         }
-        command
-    }
-
-    fn run(&self, program: &str, args: &[&str], cwd: Option<&Path>) -> Result<String> {
-        let mut command = self.command(program);
-        command.args(args);
-        if let Some(cwd) = cwd {
-            command.current_dir(cwd);
-        }
-        let output = command
-            .output()
-            .with_context(|| format!("cannot run {program}"))?;
-        if !output.status.success() {
-            bail!(
-                "{program} {} failed:\n{}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim_end()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
-    fn has_lists(&self) -> bool {
-        fs::read_dir(self.dir.join("lists"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
-            })
-            .unwrap_or(false)
-    }
-
-    fn update(&self) -> Result<()> {
-        eprintln!(
-            "klp-harness: updating the private apt lists in {}",
-            self.dir.display()
-        );
-        self.run("apt-get", &["-q", "update"], None).map(drop)
-    }
-
-    /// Candidate version of a package, if the lists know it.
-    fn version_of(&self, package: &str) -> Result<Option<String>> {
-        let policy = self.run("apt-cache", &["policy", package], None)?;
-        Ok(policy
-            .lines()
-            .find_map(|line| line.trim().strip_prefix("Candidate: "))
-            .filter(|version| *version != "(none)")
-            .map(str::to_string))
+        Ok(Some(pinned))
     }
 }
 
@@ -156,7 +86,7 @@ pub(super) fn prepare(
     lock: &Path,
     cache: &Cache,
 ) -> Result<Kernel> {
-    let apt = PrivateApt::new(cache, &prebuilt.sources_list())?;
+    let apt = PrivateApt::new(cache, &prebuilt.suites)?;
     let resolved = resolve(prebuilt, lock, &apt, cache)?;
     let key = format!("{}-{}", spec.name, spec_hash(spec, lock)?);
     let dir = cache.entry("kernels", &key, |dir| fetch(prebuilt, &resolved, &apt, dir))?;
@@ -168,70 +98,55 @@ pub(super) fn prepare(
         bzimage: root.join(format!("boot/vmlinuz-{release}")),
         config: root.join(format!("boot/config-{release}")),
         kbuild: root.join(format!("usr/src/linux-headers-{release}")),
+        boot_modules: super::modules::boot_modules(&root.join(format!("lib/modules/{release}")))?,
         release,
     })
 }
 
-/// The pinned ABI from the lock file, or the newest one the suites offer (then pinned).
+/// The ABI pinned in the lock file, or the newest one for which the suites
+/// offer every package (then pinned).
 fn resolve(prebuilt: &Prebuilt, lock: &Path, apt: &PrivateApt, cache: &Cache) -> Result<Resolved> {
-    if lock.exists() {
-        return crate::yaml::parse_file(lock);
-    }
-    let _guard = cache.lock("apt-resolve")?;
-    if lock.exists() {
-        return crate::yaml::parse_file(lock);
-    }
-    if !apt.has_lists() {
-        apt.update()?;
-    }
-    let abi = if prebuilt.abi == "latest" {
-        let prefix = format!("linux-image-{}.", prebuilt.series);
-        let names = apt.run("apt-cache", &["pkgnames", &prefix], None)?;
-        newest_abi(&names, &prebuilt.flavour).with_context(|| {
-            format!(
-                "no {prefix}*-{} package in {}",
-                prebuilt.flavour,
-                prebuilt.suites.join(", ")
-            )
-        })?
-    } else {
-        prebuilt.abi.clone()
-    };
-    let image = &prebuilt.packages(&abi)[0];
-    let version = apt
-        .version_of(image)?
-        .with_context(|| format!("{image} is not in {}", prebuilt.suites.join(", ")))?;
-    let resolved = Resolved { abi, version };
-    let text = format!(
-        "# What {} resolved to; delete this file to move to a newer kernel.\n{}",
-        prebuilt.abi,
-        serde_saphyr::to_string(&resolved)?
-    );
-    fs::write(lock, text).with_context(|| format!("cannot write {}", lock.display()))?;
-    eprintln!(
-        "klp-harness: pinned {} {} in {}",
-        resolved.abi,
-        resolved.version,
-        lock.display()
-    );
-    Ok(resolved)
+    super::pinned(lock, cache, &prebuilt.abi, || {
+        if !apt.has_lists() {
+            apt.update()?;
+        }
+        let candidates = if prebuilt.abi == "latest" {
+            let prefix = format!("linux-image-{}.", prebuilt.series);
+            let names = apt.run("apt-cache", &["pkgnames", &prefix], None)?;
+            abis_newest_first(&names, &format!("{}-unsigned", prebuilt.flavour))
+        } else {
+            vec![prebuilt.abi.clone()]
+        };
+        for abi in candidates {
+            if let Some(packages) = prebuilt.resolve_packages(&abi, apt)? {
+                return Ok(Resolved { abi, packages });
+            }
+        }
+        bail!(
+            "no linux-image-{}.*-{} with headers and kbuild in {}",
+            prebuilt.series,
+            prebuilt.flavour,
+            prebuilt.suites.join(", ")
+        )
+    })
 }
 
-/// Highest `linux-image-<abi>-<flavour>` among package names (signed image, not -dbg/-unsigned).
-fn newest_abi(names: &str, flavour: &str) -> Option<String> {
-    let suffix = format!("-{flavour}");
-    names
+/// ABIs of the `linux-image-<abi>-<suffix>` package names, newest first.
+fn abis_newest_first(names: &str, suffix: &str) -> Vec<String> {
+    let suffix = format!("-{suffix}");
+    let mut abis: Vec<&str> = names
         .lines()
         .filter_map(|name| name.strip_prefix("linux-image-")?.strip_suffix(&suffix))
-        .max_by_key(|abi| version_key(abi))
-        .map(str::to_string)
+        .collect();
+    abis.sort_by_key(|abi| std::cmp::Reverse(version_key(abi)));
+    abis.into_iter().map(str::to_string).collect()
 }
 
-/// `6.12.117+deb12` ──> [6, 12, 117], for numeric ordering.
+/// Every number in an ABI name, for numeric ordering:
+/// `6.12.117+deb12` ──> [6, 12, 117, 12], `6.1.0-51` ──> [6, 1, 0, 51].
 fn version_key(abi: &str) -> Vec<u64> {
-    let upstream = abi.split(['+', '-']).next().unwrap_or(abi);
-    upstream
-        .split('.')
+    abi.split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
         .map(|part| part.parse().unwrap_or(0))
         .collect()
 }
@@ -239,36 +154,9 @@ fn version_key(abi: &str) -> Vec<u64> {
 fn fetch(prebuilt: &Prebuilt, resolved: &Resolved, apt: &PrivateApt, dir: &Path) -> Result<()> {
     let debs = dir.join("debs");
     fs::create_dir_all(&debs)?;
-    let wanted: Vec<String> = prebuilt
-        .packages(&resolved.abi)
-        .into_iter()
-        .map(|package| format!("{package}={}", resolved.version))
-        .collect();
-    let mut args = vec!["-q", "download"];
-    args.extend(wanted.iter().map(String::as_str));
-    eprintln!("klp-harness: downloading {}", wanted.join(" "));
-    if apt.run("apt-get", &args, Some(&debs)).is_err() {
-        apt.update()?;
-        apt.run("apt-get", &args, Some(&debs)).with_context(|| {
-            format!(
-                "the pinned kernel {} is no longer offered; delete its .lock file to move on",
-                resolved.abi
-            )
-        })?;
-    }
+    apt.download(&resolved.packages, &debs)?;
     let root = dir.join("root");
-    for deb in fs::read_dir(&debs)? {
-        let deb = deb?.path();
-        let status = Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&deb)
-            .arg(&root)
-            .status()
-            .context("cannot run dpkg-deb")?;
-        if !status.success() {
-            bail!("dpkg-deb -x {} failed", deb.display());
-        }
-    }
+    PrivateApt::extract_all(&debs, &root)?;
     fs::remove_dir_all(&debs)?;
     let release = format!("{}-{}", resolved.abi, prebuilt.flavour);
     relocate_headers(&root.join(format!("usr/src/linux-headers-{release}/Makefile")))
@@ -309,28 +197,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn newest_abi_orders_numerically_and_skips_variants() {
-        let names = "linux-image-6.12.99+deb12-cloud-amd64\n\
-                     linux-image-6.12.117+deb12-cloud-amd64\n\
+    fn abis_order_numerically_and_skip_other_variants() {
+        let names = "linux-image-6.12.99+deb12-cloud-amd64-unsigned\n\
+                     linux-image-6.12.117+deb12-cloud-amd64-unsigned\n\
                      linux-image-6.12.118+deb12-cloud-amd64-dbg\n\
-                     linux-image-6.12.119+deb12-cloud-amd64-unsigned\n\
-                     linux-image-6.12.120+deb12-amd64\n";
+                     linux-image-6.12.119+deb12-cloud-amd64\n\
+                     linux-image-6.12.120+deb12-amd64-unsigned\n";
+        let suffix = "cloud-amd64-unsigned";
         assert_eq!(
-            newest_abi(names, "cloud-amd64").as_deref(),
-            Some("6.12.117+deb12")
+            abis_newest_first(names, suffix),
+            ["6.12.117+deb12", "6.12.99+deb12"]
         );
-    }
-
-    #[test]
-    fn security_suite_uses_the_security_archive() {
-        let prebuilt = Prebuilt {
-            suites: vec!["bookworm".into(), "bookworm-security".into()],
-            series: "6.12".into(),
-            flavour: "cloud-amd64".into(),
-            abi: latest(),
-        };
-        let list = prebuilt.sources_list();
-        assert!(list.contains("/debian bookworm main"));
-        assert!(list.contains("/debian-security bookworm-security main"));
+        let names = "linux-image-6.1.0-9-cloud-amd64-unsigned\n\
+                     linux-image-6.1.0-51-cloud-amd64-unsigned\n";
+        assert_eq!(abis_newest_first(names, suffix), ["6.1.0-51", "6.1.0-9"]);
     }
 }

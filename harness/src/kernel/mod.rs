@@ -1,6 +1,8 @@
 //! kernel spec ──> kernel artifact (bzImage + kbuild dir).
 
+mod apt;
 mod debian;
+mod modules;
 
 use crate::cache::{Cache, ContentHash};
 use crate::project::Project;
@@ -35,6 +37,8 @@ pub struct Kernel {
     /// Directory to pass as `make -C`.
     pub kbuild: PathBuf,
     pub config: PathBuf,
+    /// Modules /init loads before anything else (see `modules`).
+    pub boot_modules: Vec<PathBuf>,
 }
 
 impl KernelSpec {
@@ -154,4 +158,29 @@ fn spec_hash(spec: &KernelSpec, lock: &Path) -> Result<String> {
         hash.add_file("lock", lock)?;
     }
     Ok(hash.finish())
+}
+
+/// What `resolve` finds, pinned in `lock` the first time so that later runs
+/// (and other machines) use the same kernel until the lock is deleted.
+fn pinned<T: serde::de::DeserializeOwned + serde::Serialize>(
+    lock: &Path,
+    cache: &Cache,
+    wanted: &str,
+    resolve: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if lock.exists() {
+        return crate::yaml::parse_file(lock);
+    }
+    let _guard = cache.lock("apt-resolve")?;
+    if lock.exists() {
+        return crate::yaml::parse_file(lock);
+    }
+    let resolved = resolve()?;
+    let text = format!(
+        "# What {wanted:?} resolved to; delete this file to move to a newer kernel.\n{}",
+        serde_saphyr::to_string(&resolved)?
+    );
+    std::fs::write(lock, text).with_context(|| format!("cannot write {}", lock.display()))?;
+    eprintln!("klp-harness: pinned {} in {}", wanted, lock.display());
+    Ok(resolved)
 }

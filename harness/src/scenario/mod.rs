@@ -128,6 +128,7 @@ fn execute_inner(
         cache,
         std::path::Path::new(host::BUSYBOX_STATIC),
         crate::guest::INIT_SCRIPT,
+        &kernel.boot_modules,
         &built,
     )?;
 

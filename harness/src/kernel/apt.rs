@@ -1,0 +1,171 @@
+//! apt-get and apt-cache through a private configuration: sources list,
+//! lists and cache of the harness's own under its cache directory, so any
+//! Debian suite is reachable without touching the host's apt sources.
+
+use crate::cache::{Cache, ContentHash};
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// One `deb` line per suite; `*-security` suites live in their own archive.
+pub fn sources_list(suites: &[String]) -> String {
+    let mirror = std::env::var("KLP_HARNESS_DEBIAN_MIRROR")
+        .unwrap_or_else(|_| "http://deb.debian.org".to_string());
+    suites
+        .iter()
+        .map(|suite| {
+            let archive = if suite.ends_with("-security") {
+                "debian-security"
+            } else {
+                "debian"
+            };
+            format!("deb [signed-by={KEYRING}] {mirror}/{archive} {suite} main\n")
+        })
+        .collect()
+}
+
+/// apt-get and apt-cache with sources, lists and cache of the harness's own.
+pub struct PrivateApt {
+    dir: PathBuf,
+}
+
+impl PrivateApt {
+    pub fn new(cache: &Cache, suites: &[String]) -> Result<Self> {
+        let sources = sources_list(suites);
+        let sources = sources.as_str();
+        let key = ContentHash::new().add("sources", sources).finish();
+        let dir = cache.root().join("apt").join(key);
+        fs::create_dir_all(dir.join("lists/partial"))?;
+        fs::create_dir_all(dir.join("cache/archives/partial"))?;
+        fs::write(dir.join("sources.list"), sources)?;
+        Ok(Self { dir })
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        let options = [
+            format!(
+                "Dir::Etc::SourceList={}",
+                self.dir.join("sources.list").display()
+            ),
+            "Dir::Etc::SourceParts=/dev/null".to_string(),
+            format!("Dir::State::Lists={}", self.dir.join("lists").display()),
+            format!("Dir::Cache={}", self.dir.join("cache").display()),
+            "Dir::State::status=/dev/null".to_string(),
+            "APT::Sandbox::User=root".to_string(),
+            "Debug::NoLocking=1".to_string(),
+        ];
+        for option in options {
+            command.arg("-o").arg(option);
+        }
+        command
+    }
+
+    pub fn run(&self, program: &str, args: &[&str], cwd: Option<&Path>) -> Result<String> {
+        let mut command = self.command(program);
+        command.args(args);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let output = command
+            .output()
+            .with_context(|| format!("cannot run {program}"))?;
+        if !output.status.success() {
+            bail!(
+                "{program} {} failed:\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim_end()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    pub fn has_lists(&self) -> bool {
+        fs::read_dir(self.dir.join("lists"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+            })
+            .unwrap_or(false)
+    }
+
+    pub fn update(&self) -> Result<()> {
+        eprintln!(
+            "klp-harness: updating the private apt lists in {}",
+            self.dir.display()
+        );
+        self.run("apt-get", &["-q", "update"], None).map(drop)
+    }
+
+    /// Candidate version of a package, if the lists know it.
+    pub fn version_of(&self, package: &str) -> Result<Option<String>> {
+        let policy = self.run("apt-cache", &["policy", package], None)?;
+        Ok(policy
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("Candidate: "))
+            .filter(|version| *version != "(none)")
+            .map(str::to_string))
+    }
+}
+
+impl PrivateApt {
+    /// Whether the lists hold this exact version of the package.
+    pub fn offers(&self, package: &str, version: &str) -> bool {
+        self.run(
+            "apt-cache",
+            &["show", &format!("{package}={version}")],
+            None,
+        )
+        .is_ok()
+    }
+
+    /// Download `package=version` files into `dir`, refreshing stale lists once.
+    pub fn download(&self, packages: &[String], dir: &Path) -> Result<()> {
+        let mut args = vec!["-q", "download"];
+        args.extend(packages.iter().map(String::as_str));
+        eprintln!("klp-harness: downloading {}", packages.join(" "));
+        if self.run("apt-get", &args, Some(dir)).is_err() {
+            self.update()?;
+            self.run("apt-get", &args, Some(dir)).with_context(|| {
+                format!(
+                    "{} no longer offered; delete the kernel's .lock file to move on",
+                    packages.join(" ")
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Unpack every .deb in `debs` into `root`.
+    pub fn extract_all(debs: &Path, root: &Path) -> Result<()> {
+        for deb in fs::read_dir(debs)? {
+            let deb = deb?.path();
+            let status = Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(root)
+                .status()
+                .context("cannot run dpkg-deb")?;
+            if !status.success() {
+                bail!("dpkg-deb -x {} failed", deb.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_suite_uses_the_security_archive() {
+        let list = sources_list(&["bookworm".into(), "bookworm-security".into()]);
+        assert!(list.contains("/debian bookworm main"));
+        assert!(list.contains("/debian-security bookworm-security main"));
+    }
+}
