@@ -27,6 +27,19 @@ pub const MAKE: Tool = Tool::fixed("make", "make");
 pub const GCC: Tool = Tool::fixed("gcc", "gcc");
 pub const APT_GET: Tool = Tool::fixed("apt-get", "apt");
 pub const DPKG_DEB: Tool = Tool::fixed("dpkg-deb", "dpkg");
+/// What building a kernel from source needs beyond make and gcc.
+pub const KERNEL_BUILD_TOOLS: &[Tool] = &[
+    MAKE,
+    GCC,
+    Tool::fixed("flex", "flex"),
+    Tool::fixed("bison", "bison"),
+    Tool::fixed("bc", "bc"),
+    Tool::fixed("xz", "xz-utils"),
+    Tool::fixed("patch", "patch"),
+    // objtool links against libelf; a path stands for the header here.
+    Tool::fixed("/usr/include/libelf.h", "libelf-dev"),
+];
+
 /// Debian's busybox-static installs a static binary at this path.
 pub const BUSYBOX_STATIC: &str = "/bin/busybox";
 const BUSYBOX_PACKAGE: &str = "busybox-static";
@@ -35,6 +48,9 @@ const BUSYBOX_PACKAGE: &str = "busybox-static";
 pub const SCENARIO_TOOLS: &[Tool] = &[QEMU, MAKE, GCC, APT_GET, DPKG_DEB];
 
 pub fn find_program(program: &str) -> Option<PathBuf> {
+    if program.starts_with('/') {
+        return Path::new(program).exists().then(|| PathBuf::from(program));
+    }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))

@@ -1,6 +1,6 @@
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
-use klp_harness::cache::Cache;
+use klp_harness::cache::{Cache, ContentHash};
 use klp_harness::project::Project;
 use klp_harness::scenario::{self, Outcome};
 use klp_harness::{kernel, report};
@@ -36,9 +36,9 @@ enum Command {
 enum KernelCommand {
     /// List the kernel definitions.
     List,
-    /// Fetch or build a kernel into the cache.
+    /// Fetch or build a kernel (or `all`) into the cache.
     Build { name: String },
-    /// Print a kernel's release, cache path and livepatch-related config.
+    /// Print a kernel's version, config hash, cache path and livepatch sysfs attributes.
     Show { name: String },
 }
 
@@ -133,6 +133,14 @@ fn run(project: &Project, kernels: &[String], scenarios: &[String]) -> Result<()
     Ok(())
 }
 
+fn kernel_specs(project: &Project, name: &str) -> Result<Vec<kernel::KernelSpec>> {
+    if name == "all" {
+        kernel::list(project)
+    } else {
+        Ok(vec![kernel::find(project, name)?])
+    }
+}
+
 fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
     match command {
         KernelCommand::List => {
@@ -141,17 +149,31 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
             }
         }
         KernelCommand::Build { name } => {
-            let kernel = kernel::prepare(&kernel::find(project, &name)?, &Cache::from_env()?)?;
-            println!("{} {}", kernel.name, kernel.bzimage.display());
+            let cache = Cache::from_env()?;
+            for spec in kernel_specs(project, &name)? {
+                let kernel = kernel::prepare(&spec, &cache)?;
+                println!("{} {}", kernel.name, kernel.bzimage.display());
+            }
         }
         KernelCommand::Show { name } => {
-            let kernel = kernel::prepare(&kernel::find(project, &name)?, &Cache::from_env()?)?;
-            println!("name:    {}", kernel.name);
-            println!("release: {}", kernel.release);
-            println!("cache:   {}", kernel.id);
-            println!("bzImage: {}", kernel.bzimage.display());
-            println!("kbuild:  {}", kernel.kbuild.display());
-            println!("config:  {}", kernel.config.display());
+            let cache = Cache::from_env()?;
+            for spec in kernel_specs(project, &name)? {
+                let kernel = kernel::prepare(&spec, &cache)?;
+                let config = ContentHash::new()
+                    .add_file("config", &kernel.config)?
+                    .finish();
+                let version = kernel::features::parse_version(&kernel.version)?;
+                let attributes = kernel::features::attributes_of(&version);
+                println!("name:        {}", kernel.name);
+                println!("version:     {}", kernel.version);
+                println!("release:     {}", kernel.release);
+                println!("config hash: {config}");
+                println!("cache:       {}", kernel.id);
+                println!("bzImage:     {}", kernel.bzimage.display());
+                println!("kbuild:      {}", kernel.kbuild.display());
+                println!("config:      {}", kernel.config.display());
+                println!("livepatch sysfs: {}", attributes.join(", "));
+            }
         }
     }
     Ok(())

@@ -1,8 +1,13 @@
 //! kernel spec ──> kernel artifact (bzImage + kbuild dir).
 
 mod apt;
+mod build;
 mod debian;
+pub mod features;
 mod modules;
+mod source;
+
+pub use build::lost_options;
 
 use crate::cache::{Cache, ContentHash};
 use crate::project::Project;
@@ -10,12 +15,39 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// One `kernels/NAME.yaml`.
+/// One `kernels/NAME.yaml`: exactly one source, and build options for
+/// kernels built from source.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum KernelSource {
+#[serde(deny_unknown_fields)]
+struct KernelFile {
     /// A prebuilt Debian kernel with its headers, fetched with apt-get download.
+    debian_prebuilt: Option<debian::Prebuilt>,
+    /// Sources from a Debian `linux-source-X` package.
+    debian_source: Option<source::DebianSource>,
+    /// Sources from a tarball with a known sha256.
+    tarball: Option<source::Tarball>,
+    /// Sources from a local tree or git checkout.
+    tree: Option<source::Tree>,
+    #[serde(default)]
+    build: BuildOptions,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildOptions {
+    /// Fragment names in kernels/config/ (without `.config`); default: all.
+    pub fragments: Option<Vec<String>>,
+    /// A patch series: kernels/patches/NAME/*.patch, applied in name order.
+    pub patches: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum KernelSource {
     DebianPrebuilt(debian::Prebuilt),
+    FromSource {
+        origin: source::Origin,
+        build: BuildOptions,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -33,6 +65,8 @@ pub struct Kernel {
     pub id: String,
     /// `uname -r` of the kernel.
     pub release: String,
+    /// Upstream version, e.g. `6.12.117`.
+    pub version: String,
     pub bzimage: PathBuf,
     /// Directory to pass as `make -C`.
     pub kbuild: PathBuf,
@@ -48,12 +82,85 @@ impl KernelSpec {
             .and_then(|s| s.to_str())
             .with_context(|| format!("bad kernel file name {}", file.display()))?
             .to_string();
-        let source = crate::yaml::parse_file(file)?;
+        let raw: KernelFile = crate::yaml::parse_file(file)?;
+        let build = raw.build;
+        let from_source = |origin| KernelSource::FromSource {
+            origin,
+            build: build.clone(),
+        };
+        let mut origins = Vec::new();
+        if let Some(prebuilt) = raw.debian_prebuilt {
+            origins.push(("debian_prebuilt", KernelSource::DebianPrebuilt(prebuilt)));
+        }
+        if let Some(debian) = raw.debian_source {
+            origins.push(("debian_source", from_source(source::Origin::Debian(debian))));
+        }
+        if let Some(tarball) = raw.tarball {
+            origins.push(("tarball", from_source(source::Origin::Tarball(tarball))));
+        }
+        if let Some(tree) = raw.tree {
+            origins.push(("tree", from_source(source::Origin::Tree(tree))));
+        }
+        let source = match origins.len() {
+            1 => origins.pop().expect("one origin").1,
+            0 => bail!(
+                "{}: no source; expected one of debian_prebuilt, debian_source, tarball, tree",
+                file.display()
+            ),
+            _ => bail!(
+                "{}: more than one source ({}); expected exactly one",
+                file.display(),
+                origins
+                    .iter()
+                    .map(|(key, _)| *key)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        if matches!(source, KernelSource::DebianPrebuilt(_))
+            && (build.fragments.is_some() || build.patches.is_some())
+        {
+            bail!(
+                "{}: `build` applies to kernels built from source, not to debian_prebuilt",
+                file.display()
+            );
+        }
         Ok(Self {
             name,
             file: file.to_path_buf(),
             source,
         })
+    }
+
+    /// The upstream version, known before anything is fetched or built:
+    /// from the lock file, a tree's Makefile or a tarball's name.
+    pub fn version_hint(&self) -> Option<String> {
+        match &self.source {
+            KernelSource::FromSource {
+                origin: source::Origin::Tree(tree),
+                ..
+            } => {
+                let dir = self.file.parent()?.join(&tree.path);
+                source::makefile_version(&dir.join("Makefile"))
+            }
+            KernelSource::FromSource {
+                origin: source::Origin::Tarball(tarball),
+                ..
+            } => {
+                let name = tarball.url.rsplit('/').next()?;
+                let version = name.strip_prefix("linux-")?.split(".tar").next()?;
+                features::parse_version(version)
+                    .ok()
+                    .map(|_| version.to_string())
+            }
+            _ => {
+                let lock = std::fs::read_to_string(self.lock_file()).ok()?;
+                let pinned = lock
+                    .lines()
+                    .find_map(|line| line.split_once('=').map(|(_, v)| v))?;
+                Some(debian::upstream_version(pinned.trim()))
+            }
+        }
     }
 
     /// Lock file next to the spec: what "latest" resolved to.
@@ -96,6 +203,7 @@ pub fn prepare(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
         KernelSource::DebianPrebuilt(prebuilt) => {
             debian::prepare(spec, prebuilt, &spec.lock_file(), cache)
         }
+        KernelSource::FromSource { origin, build } => from_source(spec, origin, build, cache),
     }
     .with_context(|| format!("kernel {}", spec.name))?;
     check_config(&kernel)?;
@@ -103,6 +211,64 @@ pub fn prepare(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
         crate::host::ensure(&[compiler], &cache.root().join("locks"))?;
     }
     Ok(kernel)
+}
+
+fn from_source(
+    spec: &KernelSpec,
+    origin: &source::Origin,
+    options: &BuildOptions,
+    cache: &Cache,
+) -> Result<Kernel> {
+    let kernels_dir = spec.file.parent().unwrap_or(Path::new("."));
+    let patches = match &options.patches {
+        Some(series) => sorted_files(&kernels_dir.join("patches").join(series), "patch")?,
+        None => Vec::new(),
+    };
+    let fragments = match &options.fragments {
+        Some(names) => names
+            .iter()
+            .map(|n| kernels_dir.join("config").join(format!("{n}.config")))
+            .collect(),
+        None => sorted_files(&kernels_dir.join("config"), "config")?,
+    };
+    for fragment in &fragments {
+        if !fragment.is_file() {
+            bail!("config fragment {} does not exist", fragment.display());
+        }
+    }
+    crate::host::ensure(crate::host::KERNEL_BUILD_TOOLS, &cache.root().join("locks"))?;
+    let sources = source::prepare(
+        &spec.name,
+        origin,
+        &patches,
+        kernels_dir,
+        &spec.lock_file(),
+        cache,
+    )?;
+    let built = build::build(&spec.name, &sources, &fragments, cache)?;
+    Ok(Kernel {
+        name: spec.name.clone(),
+        id: built.key.clone(),
+        release: built.release.clone(),
+        version: built.version.clone(),
+        bzimage: built.dir.join("arch/x86/boot/bzImage"),
+        config: built.dir.join(".config"),
+        kbuild: built.dir.clone(),
+        boot_modules: Vec::new(),
+    })
+}
+
+/// Files with this extension in `dir`, by name.
+fn sorted_files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == extension) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Options without which no scenario can run.
@@ -183,4 +349,49 @@ fn pinned<T: serde::de::DeserializeOwned + serde::Serialize>(
     std::fs::write(lock, text).with_context(|| format!("cannot write {}", lock.display()))?;
     eprintln!("klp-harness: pinned {} in {}", wanted, lock.display());
     Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_from(text: &str) -> Result<KernelSpec> {
+        let tmp = tempfile::tempdir()?;
+        let file = tmp.path().join("k.yaml");
+        std::fs::write(&file, text)?;
+        KernelSpec::load(&file)
+    }
+
+    #[test]
+    fn exactly_one_source() {
+        let two = "tree: {path: /src}\ntarball: {url: x.tar.xz, sha256: ab}\n";
+        let err = format!("{:#}", spec_from(two).unwrap_err());
+        assert!(
+            err.ends_with("more than one source (tarball, tree); expected exactly one"),
+            "{err}"
+        );
+        let none = format!("{:#}", spec_from("build: {patches: fix}\n").unwrap_err());
+        assert!(
+            none.contains("no source; expected one of debian_prebuilt"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn prebuilt_kernels_take_no_build_options() {
+        let text = "debian_prebuilt: {suites: [bookworm], series: '6.1', flavour: cloud-amd64}\nbuild: {patches: x}\n";
+        assert!(format!("{:#}", spec_from(text).unwrap_err())
+            .contains("`build` applies to kernels built from source"));
+    }
+
+    #[test]
+    fn every_shipped_kernel_definition_loads_and_knows_its_version() {
+        let project = Project::at(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
+        for spec in list(&project).unwrap() {
+            let version = spec
+                .version_hint()
+                .unwrap_or_else(|| panic!("{}: no version", spec.name));
+            features::parse_version(&version).unwrap();
+        }
+    }
 }

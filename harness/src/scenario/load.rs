@@ -4,6 +4,7 @@
 use super::errno;
 use super::model::{ScenarioFile, Step};
 use crate::fixture::{self, Fixture};
+use crate::kernel::features;
 use crate::project::Project;
 use crate::yaml::{Position, Spanned};
 use anyhow::{bail, Result};
@@ -16,8 +17,16 @@ pub struct Scenario {
     pub file: PathBuf,
     pub description: String,
     pub kernels: Option<Vec<String>>,
+    pub requires: Requirements,
     pub fixtures: Vec<Fixture>,
     pub steps: Vec<CheckedStep>,
+}
+
+/// A scenario's checked `requires`.
+#[derive(Debug, Default)]
+pub struct Requirements {
+    pub min_version: Option<String>,
+    pub sysfs: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -108,6 +117,29 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         }
     };
 
+    let mut requires = Requirements::default();
+    if let Some(version) = &raw.requires.min_version {
+        if let Err(err) = features::parse_version(&version.value) {
+            bail!("{}: {err}", at(&version.referenced));
+        }
+        requires.min_version = Some(version.value.clone());
+    }
+    for attribute in &raw.requires.sysfs {
+        if features::attribute_since(&attribute.value).is_none() {
+            let known: Vec<&str> = features::SYSFS_ATTRIBUTES
+                .iter()
+                .map(|(name, _)| *name)
+                .collect();
+            bail!(
+                "{}: unknown livepatch sysfs attribute {:?}; expected one of: {}",
+                at(&attribute.referenced),
+                attribute.value,
+                known.join(", ")
+            );
+        }
+        requires.sysfs.push(attribute.value.clone());
+    }
+
     let available = fixture::names(project)?;
     let mut fixtures = Vec::new();
     for name in &raw.fixtures {
@@ -134,6 +166,7 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         file: file.to_path_buf(),
         description: raw.description,
         kernels,
+        requires,
         fixtures,
         steps,
     })
@@ -230,7 +263,7 @@ mod tests {
     #[test]
     fn misspelt_top_level_key() {
         let err = error_of("description: d\nfixture: [klp_target]\nsteps: []\n");
-        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, kernels, fixtures, steps");
+        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, kernels, requires, fixtures, steps");
     }
 
     #[test]
@@ -312,6 +345,26 @@ mod tests {
             err.starts_with(
                 "s.yaml:7:24: unknown field `enabeld`, expected one of enabled, transition"
             ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_sysfs_requirement() {
+        let text = "description: d\nrequires: {sysfs: [stack_ordre]}\nfixtures: []\nsteps: []\n";
+        let err = error_of(text);
+        assert!(
+            err.starts_with("s.yaml:2:20: unknown livepatch sysfs attribute \"stack_ordre\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_min_version() {
+        let err =
+            error_of("description: d\nrequires: {min_version: six}\nfixtures: []\nsteps: []\n");
+        assert!(
+            err.starts_with("s.yaml:2:25: \"six\" is not a kernel version"),
             "{err}"
         );
     }

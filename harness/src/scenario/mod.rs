@@ -10,7 +10,7 @@ pub use load::{load, parse, scenario_files, scenario_name, Action, Scenario};
 
 use crate::cache::Cache;
 use crate::guest::{BootTimes, Guest};
-use crate::kernel::KernelSpec;
+use crate::kernel::{features, KernelSpec};
 use crate::project::Project;
 use crate::vm::{Vm, VmConfig};
 use crate::{fixture, host, image, kernel, vm};
@@ -71,14 +71,32 @@ pub fn artifacts_dir(project: &Project, scenario: &str, kernel: &str) -> PathBuf
     base.join(scenario).join(kernel)
 }
 
-/// Whether the scenario runs on this kernel, and if not, why.
-pub fn applicability(scenario: &Scenario, kernel: &str) -> Option<String> {
-    match &scenario.kernels {
-        Some(kernels) if !kernels.iter().any(|k| k == kernel) => {
-            Some(format!("scenario is limited to {}", kernels.join(", ")))
+/// Why the scenario does not apply to this kernel (given its upstream
+/// version, when known), or None when it does.
+pub fn applicability(scenario: &Scenario, kernel: &str, version: Option<&str>) -> Option<String> {
+    if let Some(kernels) = &scenario.kernels {
+        if !kernels.iter().any(|k| k == kernel) {
+            return Some(format!("scenario is limited to {}", kernels.join(", ")));
         }
-        _ => None,
     }
+    let version = features::parse_version(version?).ok()?;
+    let shown = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(".");
+    if let Some(min) = &scenario.requires.min_version {
+        let min_parsed = features::parse_version(min).ok()?;
+        if features::compare(&version, &min_parsed).is_lt() {
+            return Some(format!("kernel {} < {min}", shown(&version)));
+        }
+    }
+    let present = features::attributes_of(&version);
+    scenario
+        .requires
+        .sysfs
+        .iter()
+        .find(|a| !present.contains(&a.as_str()))
+        .map(|attribute| {
+            let since = features::attribute_since(attribute).unwrap_or("?");
+            format!("{attribute}: kernel {} < {since}", shown(&version))
+        })
 }
 
 /// Build what the scenario needs, boot, run the steps, and judge.
@@ -99,7 +117,7 @@ pub fn execute(
         boot: None,
         artifacts: artifacts.clone(),
     };
-    if let Some(reason) = applicability(scenario, &spec.name) {
+    if let Some(reason) = applicability(scenario, &spec.name, spec.version_hint().as_deref()) {
         verdict.outcome = Outcome::NotApplicable(reason);
         return verdict;
     }
@@ -119,6 +137,10 @@ fn execute_inner(
 ) -> Result<()> {
     host::ensure(host::SCENARIO_TOOLS, &cache.root().join("locks"))?;
     let kernel = kernel::prepare(spec, cache)?;
+    if let Some(reason) = applicability(scenario, &spec.name, Some(&kernel.version)) {
+        verdict.outcome = Outcome::NotApplicable(reason);
+        return Ok(());
+    }
     let built = scenario
         .fixtures
         .iter()
@@ -167,5 +189,39 @@ fn execute_inner(
             guest.vm.kill();
             Err(err)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn scenario(requires: &str) -> Scenario {
+        let project = Project::at(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
+        let text = format!(
+            "description: d\nrequires: {requires}\nfixtures: []\nsteps:\n  - run: 'true'\n"
+        );
+        parse(&project, Path::new("s.yaml"), &text).unwrap()
+    }
+
+    #[test]
+    fn missing_sysfs_attribute_is_not_applicable_with_reason() {
+        let s = scenario("{sysfs: [stack_order]}");
+        assert_eq!(
+            applicability(&s, "k", Some("6.12.117")).as_deref(),
+            Some("stack_order: kernel 6.12.117 < 6.14")
+        );
+        assert_eq!(applicability(&s, "k", Some("7.2.1")), None);
+    }
+
+    #[test]
+    fn old_kernel_is_not_applicable_with_reason() {
+        let s = scenario("{min_version: '6.1'}");
+        assert_eq!(
+            applicability(&s, "k", Some("5.10.240")).as_deref(),
+            Some("kernel 5.10.240 < 6.1")
+        );
+        assert_eq!(applicability(&s, "k", Some("6.1.0")), None);
     }
 }

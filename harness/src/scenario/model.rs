@@ -12,9 +12,23 @@ pub struct ScenarioFile {
     /// Kernels (names of `kernels/*.yaml`) to run on; all of them when absent.
     #[serde(default)]
     pub kernels: Option<Vec<Spanned<String>>>,
+    /// What a kernel must offer for the scenario to apply; on other kernels
+    /// it is reported as not applicable, with the reason.
+    #[serde(default)]
+    pub requires: Requires,
     /// Fixtures (names in `fixtures/`) to build and put into the guest.
     pub fixtures: Vec<Spanned<String>>,
     pub steps: Vec<Spanned<Step>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requires {
+    /// Lowest kernel version, e.g. "6.11".
+    pub min_version: Option<Spanned<String>>,
+    /// Livepatch sysfs attributes the scenario reads, e.g. [stack_order].
+    #[serde(default)]
+    pub sysfs: Vec<Spanned<String>>,
 }
 
 /// One action, with what must hold after it.

@@ -82,6 +82,10 @@ pub fn log_subsequence<'a>(log: &str, wanted: &[&'a str]) -> std::result::Result
     Ok(())
 }
 
+/// Logged by klp_enable_patch() on a kernel without reliable stack traces:
+/// its transitions do not follow the consistency model, so no result means much.
+pub const NO_CONSISTENCY_MODEL: &str = "doesn't have support for the livepatch consistency model";
+
 /// Kernel messages that mean something went wrong, whatever the scenario.
 const SPLATS: &[&str] = &[
     "------------[ cut here ]------------",
@@ -92,7 +96,7 @@ const SPLATS: &[&str] = &[
     "rcu: INFO: rcu_",
     "detected stalls on CPUs",
     "possible circular locking dependency",
-    "This architecture doesn't have support for the livepatch consistency model",
+    NO_CONSISTENCY_MODEL,
 ];
 
 pub fn kernel_splat(log: &str) -> Option<&str> {

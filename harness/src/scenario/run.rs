@@ -109,6 +109,15 @@ fn run_step(
     }
     let log = guest.kernel_log_since_last()?;
     trace.push_str(&log);
+    if let Some(line) = log
+        .lines()
+        .find(|line| line.contains(observe::NO_CONSISTENCY_MODEL))
+    {
+        bail!(
+            "the kernel lacks the livepatch consistency model (CONFIG_UNWINDER_ORC?): {}",
+            line.trim()
+        );
+    }
     check_expectations(guest, step, &log)
 }
 

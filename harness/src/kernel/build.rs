@@ -1,0 +1,262 @@
+//! Building a kernel from source: tinyconfig plus the config fragments,
+//! checked after olddefconfig, then bzImage and modules in a build
+//! directory of their own (the source tree stays clean).
+
+use super::source::Sources;
+use crate::cache::{Cache, ContentHash};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Bump when the build recipe changes, so old builds are not reused.
+const RECIPE: &str = "tinyconfig+fragments+olddefconfig; bzImage modules; v1";
+
+/// A finished build directory (`make O=` output).
+pub struct Built {
+    pub dir: PathBuf,
+    pub key: String,
+    /// `make kernelrelease` and `make kernelversion`, recorded at build time.
+    pub release: String,
+    pub version: String,
+}
+
+impl Built {
+    fn read(dir: PathBuf, key: String) -> Result<Self> {
+        let marker = fs::read_to_string(dir.join(MARKER))?;
+        let mut lines = marker.lines();
+        let release = lines.next().unwrap_or_default().to_string();
+        let version = lines.next().unwrap_or_default().to_string();
+        Ok(Self {
+            dir,
+            key,
+            release,
+            version,
+        })
+    }
+}
+
+/// Written last: the build is complete. Holds the release and version.
+const MARKER: &str = ".klp-harness-complete";
+
+pub fn build(name: &str, sources: &Sources, fragments: &[PathBuf], cache: &Cache) -> Result<Built> {
+    let mut hash = ContentHash::new();
+    hash.add("recipe", RECIPE)
+        .add("source", &sources.identity)
+        .add("compiler", compiler_version()?);
+    for fragment in fragments {
+        hash.add_file(
+            &fragment.file_name().unwrap_or_default().to_string_lossy(),
+            fragment,
+        )?;
+    }
+    let key = format!("{name}-{}", hash.finish());
+    // A build directory records its own path (and the source's) in
+    // generated files, so it is built where it stays; a marker written last
+    // says it is complete.
+    let dir = cache.root().join("builds").join(&key);
+    let done = dir.join(MARKER);
+    if done.exists() {
+        return Built::read(dir, key);
+    }
+    let _lock = cache.lock(&format!("build-{key}"))?;
+    if done.exists() {
+        return Built::read(dir, key);
+    }
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    fs::create_dir_all(&dir)?;
+    let log_path = dir.join("build.log");
+    let mut log = fs::File::create(&log_path)?;
+    let make = |args: &[&str], log: &mut fs::File, progress: Option<&ProgressBar>| {
+        make(&sources.tree, &dir, args, log, progress)
+            .map_err(|err| anyhow::anyhow!("{err:#}\n(full log: {})", log_path.display()))
+    };
+    make(&["tinyconfig"], &mut log, None)?;
+    let merge = Command::new(sources.tree.join("scripts/kconfig/merge_config.sh"))
+        .arg("-m")
+        .arg("-O")
+        .arg(&dir)
+        .arg(dir.join(".config"))
+        .args(fragments)
+        .current_dir(&dir)
+        .output()
+        .context("cannot run merge_config.sh")?;
+    log.write_all(&merge.stdout)?;
+    log.write_all(&merge.stderr)?;
+    if !merge.status.success() {
+        bail!("merge_config.sh failed; see {}", log_path.display());
+    }
+    make(&["olddefconfig"], &mut log, None)?;
+    let config = fs::read_to_string(dir.join(".config"))?;
+    let mut lost = Vec::new();
+    for fragment in fragments {
+        let text = fs::read_to_string(fragment)?;
+        lost.extend(lost_options(&text, &config).into_iter().map(|option| {
+            format!(
+                "{option} (from {})",
+                fragment.file_name().unwrap_or_default().to_string_lossy()
+            )
+        }));
+    }
+    if !lost.is_empty() {
+        bail!("these config options did not survive olddefconfig (missing dependencies, or unknown to this kernel):\n  {}", lost.join("\n  "));
+    }
+    let jobs = format!(
+        "-j{}",
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    );
+    let progress = ProgressBar::new_spinner();
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} building kernel {prefix} [{elapsed}] {wide_msg}")
+            .expect("valid template"),
+    );
+    progress.set_prefix(name.to_string());
+    progress.enable_steady_tick(Duration::from_millis(200));
+    let result = make(&[&jobs, "bzImage", "modules"], &mut log, Some(&progress));
+    progress.finish_and_clear();
+    result?;
+    let release = query(sources, &dir, "kernelrelease")?;
+    let version = query(sources, &dir, "kernelversion")?;
+    fs::write(&done, format!("{release}\n{version}\n"))?;
+    Built::read(dir, key)
+}
+
+/// Options set by a fragment (`CONFIG_X=v` or `# CONFIG_X is not set`)
+/// that the final .config does not have as written.
+pub fn lost_options(fragment: &str, config: &str) -> Vec<String> {
+    let value_of = |name: &str| -> Option<String> {
+        config.lines().find_map(|line| {
+            if let Some(value) = line
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('='))
+            {
+                return Some(value.to_string());
+            }
+            (line == format!("# {name} is not set")).then(|| "n".to_string())
+        })
+    };
+    fragment
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if let Some((name, wanted)) =
+                line.split_once('=').filter(|_| line.starts_with("CONFIG_"))
+            {
+                let found = value_of(name).unwrap_or_else(|| "n".to_string());
+                return (found != wanted).then(|| format!("{name}={wanted} (is {found})"));
+            }
+            let name = line.strip_prefix("# ")?.strip_suffix(" is not set")?;
+            let found = value_of(name).unwrap_or_else(|| "n".to_string());
+            (found != "n").then(|| format!("{name} unset (is {found})"))
+        })
+        .collect()
+}
+
+fn make(
+    src: &Path,
+    out: &Path,
+    args: &[&str],
+    log: &mut fs::File,
+    progress: Option<&ProgressBar>,
+) -> Result<()> {
+    let mut child = Command::new("make")
+        .arg("-C")
+        .arg(src)
+        .arg(format!("O={}", out.display()))
+        .args(args)
+        .env_remove("MAKEFLAGS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run make")?;
+    // Interleave stderr into the same log by reading it on a thread.
+    let stderr = child.stderr.take().expect("piped");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    for line in BufReader::new(child.stdout.take().expect("piped"))
+        .lines()
+        .map_while(Result::ok)
+    {
+        writeln!(log, "{line}")?;
+        if let Some(progress) = progress {
+            progress.set_message(line.trim().to_string());
+        }
+    }
+    let status = child.wait()?;
+    let errors = errors.join().unwrap_or_default();
+    log.write_all(errors.as_bytes())?;
+    if !status.success() {
+        bail!(
+            "make {} failed:\n{}",
+            args.join(" "),
+            crate::fixture::compiler_messages(&errors)
+        );
+    }
+    Ok(())
+}
+
+fn compiler_version() -> Result<String> {
+    let output = Command::new("gcc")
+        .arg("--version")
+        .output()
+        .context("cannot run gcc (package gcc)")?;
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// `make kernelrelease` / `make kernelversion` of a finished build.
+fn query(sources: &Sources, dir: &Path, target: &str) -> Result<String> {
+    let output = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(&sources.tree)
+        .arg(format!("O={}", dir.display()))
+        .arg(target)
+        .env_remove("MAKEFLAGS")
+        .output()
+        .context("cannot run make")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    Ok(text.lines().last().unwrap_or_default().trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_lost_by_olddefconfig_are_named() {
+        let fragment = "# comment\nCONFIG_LIVEPATCH=y\nCONFIG_UNWINDER_ORC=y\n# CONFIG_DEBUG_INFO is not set\nCONFIG_NR_CPUS=4\n";
+        let config = "CONFIG_LIVEPATCH=y\n# CONFIG_UNWINDER_ORC is not set\nCONFIG_DEBUG_INFO=y\nCONFIG_NR_CPUS=4\n";
+        assert_eq!(
+            lost_options(fragment, config),
+            [
+                "CONFIG_UNWINDER_ORC=y (is n)",
+                "CONFIG_DEBUG_INFO unset (is y)"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_option_absent_from_config_counts_as_unset() {
+        assert_eq!(
+            lost_options("CONFIG_NO_SUCH_THING=y\n", ""),
+            ["CONFIG_NO_SUCH_THING=y (is n)"]
+        );
+        assert!(lost_options("# CONFIG_NO_SUCH_THING is not set\n", "").is_empty());
+    }
+}

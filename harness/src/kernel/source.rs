@@ -1,0 +1,368 @@
+//! Kernel sources: a Debian `linux-source-X` package, a tarball (URL or
+//! path, checked against its sha256), or a local tree / git checkout.
+//! Packaged and tarball sources are unpacked, patched, and cached by their
+//! identity plus the patch series; a local tree is used where it is.
+
+use super::apt::PrivateApt;
+use crate::cache::{Cache, ContentHash};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebianSource {
+    /// Debian suites to look in, e.g. `[bullseye, bullseye-security]`.
+    pub suites: Vec<String>,
+    /// The source package, e.g. `linux-source-5.10`.
+    pub package: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tarball {
+    /// `https://...`, `file://...` or a path relative to kernels/.
+    pub url: String,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tree {
+    /// A kernel source tree (absolute, or relative to kernels/); never modified.
+    pub path: PathBuf,
+}
+
+/// Where the sources come from.
+#[derive(Clone, Debug)]
+pub enum Origin {
+    Debian(DebianSource),
+    Tarball(Tarball),
+    Tree(Tree),
+}
+
+/// What the Debian package resolved to, pinned in the kernel's lock file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct ResolvedSource {
+    package: String,
+}
+
+/// A source tree ready for `make O=...`, and what identifies its contents.
+pub struct Sources {
+    pub tree: PathBuf,
+    pub identity: String,
+}
+
+/// Fills a staging directory with `linux/`, the unpacked sources.
+type Unpacker = dyn Fn(&Path) -> Result<()>;
+
+pub fn prepare(
+    name: &str,
+    origin: &Origin,
+    patches: &[PathBuf],
+    kernels_dir: &Path,
+    lock: &Path,
+    cache: &Cache,
+) -> Result<Sources> {
+    let mut patch_hash = ContentHash::new();
+    for patch in patches {
+        patch_hash.add_file(&patch.display().to_string(), patch)?;
+    }
+    let (identity, fetch): (String, Box<Unpacker>) = match origin {
+        Origin::Tree(tree) => {
+            let path = kernels_dir.join(&tree.path);
+            if !patches.is_empty() {
+                bail!("a patch series cannot be applied to a local tree ({}); commit the patches on a branch instead", path.display());
+            }
+            let identity = tree_identity(&path)?;
+            return Ok(Sources {
+                tree: path,
+                identity,
+            });
+        }
+        Origin::Tarball(tarball) => {
+            let archive = download(tarball, kernels_dir, cache)?;
+            (
+                format!("tarball:{}", tarball.sha256),
+                Box::new(move |dir| unpack(&archive, dir)),
+            )
+        }
+        Origin::Debian(debian) => {
+            let apt = PrivateApt::new(cache, &debian.suites)?;
+            let resolved: ResolvedSource = super::pinned(lock, cache, &debian.package, || {
+                if !apt.has_lists() {
+                    apt.update()?;
+                }
+                let version = apt.version_of(&debian.package)?.with_context(|| {
+                    format!("{} is not in {}", debian.package, debian.suites.join(", "))
+                })?;
+                Ok(ResolvedSource {
+                    package: format!("{}={version}", debian.package),
+                })
+            })?;
+            let package = resolved.package.clone();
+            (
+                format!("debian:{package}"),
+                Box::new(move |dir| {
+                    let debs = dir.join("debs");
+                    fs::create_dir_all(&debs)?;
+                    apt.download(std::slice::from_ref(&package), &debs)?;
+                    PrivateApt::extract_all(&debs, &dir.join("deb"))?;
+                    let tarball = find_source_tarball(&dir.join("deb/usr/src"))?;
+                    unpack(&tarball, dir)?;
+                    fs::remove_dir_all(&debs)?;
+                    fs::remove_dir_all(dir.join("deb"))?;
+                    Ok(())
+                }),
+            )
+        }
+    };
+    let key = format!(
+        "{name}-{}",
+        ContentHash::new()
+            .add("source", &identity)
+            .add("patches", patch_hash.finish())
+            .finish()
+    );
+    let dir = cache.entry("sources", &key, |dir| {
+        fetch(dir)?;
+        apply_patches(&dir.join("linux"), patches)
+    })?;
+    Ok(Sources {
+        tree: dir.join("linux"),
+        identity: format!("{identity} patches:{}", patch_hash.finish()),
+    })
+}
+
+fn find_source_tarball(usr_src: &Path) -> Result<PathBuf> {
+    for entry in
+        fs::read_dir(usr_src).with_context(|| format!("cannot read {}", usr_src.display()))?
+    {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("linux-source-") && name.contains(".tar") {
+            return Ok(path);
+        }
+    }
+    bail!("no linux-source-*.tar.* in {}", usr_src.display())
+}
+
+/// Unpack a kernel tarball into `dir/linux`, whatever its top directory is called.
+fn unpack(archive: &Path, dir: &Path) -> Result<()> {
+    let target = dir.join("linux");
+    fs::create_dir_all(&target)?;
+    eprintln!("klp-harness: unpacking {}", archive.display());
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(&target)
+        .arg("--strip-components=1"))
+    .with_context(|| format!("cannot unpack {}", archive.display()))
+}
+
+fn apply_patches(tree: &Path, patches: &[PathBuf]) -> Result<()> {
+    for patch in patches {
+        let output = Command::new("patch")
+            .args(["-p1", "--forward", "--batch", "-i"])
+            .arg(patch)
+            .current_dir(tree)
+            .output()
+            .context("cannot run patch (package patch)")?;
+        if !output.status.success() {
+            bail!(
+                "{} does not apply:\n{}{}",
+                patch.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Download (or copy) a tarball once, keyed by its expected sha256.
+fn download(tarball: &Tarball, kernels_dir: &Path, cache: &Cache) -> Result<PathBuf> {
+    let name = tarball.url.rsplit('/').next().unwrap_or("linux.tar");
+    let dir = cache.entry("downloads", &tarball.sha256, |dir| {
+        let target = dir.join(name);
+        if tarball.url.contains("://") {
+            eprintln!("klp-harness: downloading {}", tarball.url);
+            run(Command::new("curl")
+                .args(["-fsSL", "-o"])
+                .arg(&target)
+                .arg(&tarball.url))
+            .with_context(|| format!("cannot download {} (package curl)", tarball.url))?;
+        } else {
+            fs::copy(kernels_dir.join(&tarball.url), &target)
+                .with_context(|| format!("cannot copy {}", tarball.url))?;
+        }
+        let mut file = fs::File::open(&target)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != tarball.sha256 {
+            bail!(
+                "{}: sha256 is {actual}, expected {}",
+                tarball.url,
+                tarball.sha256
+            );
+        }
+        Ok(())
+    })?;
+    Ok(dir.join(name))
+}
+
+/// A git checkout is identified by its commit and uncommitted changes;
+/// anything else by the content of every file.
+fn tree_identity(tree: &Path) -> Result<String> {
+    if !tree.join("Makefile").is_file() {
+        bail!(
+            "{} is not a kernel source tree (no Makefile)",
+            tree.display()
+        );
+    }
+    let git = |args: &[&str]| -> Option<String> {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(tree)
+            .args(args)
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    if let Some(head) = git(&["rev-parse", "HEAD"]) {
+        let dirty = git(&["diff", "HEAD"]).unwrap_or_default();
+        let untracked = git(&["status", "--porcelain"]).unwrap_or_default();
+        let changes = ContentHash::new()
+            .add("diff", dirty)
+            .add("status", untracked)
+            .finish();
+        return Ok(format!("git:{} changes:{changes}", head.trim()));
+    }
+    Ok(format!(
+        "tree:{}",
+        ContentHash::new().add_dir("tree", tree)?.finish()
+    ))
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        );
+    }
+    Ok(())
+}
+
+/// `VERSION.PATCHLEVEL.SUBLEVEL` from a kernel tree's top Makefile.
+pub fn makefile_version(makefile: &Path) -> Option<String> {
+    let text = fs::read_to_string(makefile).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim_start().strip_prefix('='))
+            .map(|value| value.trim().to_string())
+    };
+    Some(format!(
+        "{}.{}.{}",
+        field("VERSION")?,
+        field("PATCHLEVEL")?,
+        field("SUBLEVEL")?
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha256_of(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn tarball_is_checked_against_its_sha256() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache")).unwrap();
+        std::fs::write(tmp.path().join("linux-6.0.tar.xz"), b"not really xz").unwrap();
+        let good = Tarball {
+            url: "linux-6.0.tar.xz".into(),
+            sha256: sha256_of(b"not really xz"),
+        };
+        let path = download(&good, tmp.path(), &cache).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), b"not really xz");
+
+        let bad = Tarball {
+            url: "linux-6.0.tar.xz".into(),
+            sha256: sha256_of(b"other"),
+        };
+        let err = format!("{:#}", download(&bad, tmp.path(), &cache).unwrap_err());
+        assert!(err.contains("sha256 is"), "{err}");
+        assert!(!cache.root().join("downloads").join(&bad.sha256).exists());
+    }
+
+    #[test]
+    fn git_tree_identity_follows_uncommitted_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tree = tmp.path();
+        std::fs::write(
+            tree.join("Makefile"),
+            "VERSION = 6\nPATCHLEVEL = 9\nSUBLEVEL = 3\n",
+        )
+        .unwrap();
+        let git = |args: &[&str]| {
+            let status = Command::new("git")
+                .arg("-C")
+                .arg(tree)
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        };
+        git(&["init", "-q"]);
+        git(&["add", "Makefile"]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "x",
+        ]);
+        let clean = tree_identity(tree).unwrap();
+        std::fs::write(
+            tree.join("Makefile"),
+            "VERSION = 6\nPATCHLEVEL = 9\nSUBLEVEL = 4\n",
+        )
+        .unwrap();
+        assert_ne!(tree_identity(tree).unwrap(), clean);
+        assert_eq!(
+            makefile_version(&tree.join("Makefile")).as_deref(),
+            Some("6.9.4")
+        );
+    }
+
+    #[test]
+    fn a_directory_without_makefile_is_not_a_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(tree_identity(tmp.path()).is_err());
+    }
+}
