@@ -5,6 +5,7 @@
 //! kernel ──> fixture ──> image ──> vm ──> guest ──> scenario ──> report.
 
 pub mod cache;
+pub mod errno;
 pub mod fixture;
 pub mod guest;
 pub mod host;

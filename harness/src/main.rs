@@ -3,7 +3,7 @@ use clap::{Parser, Subcommand};
 use klp_harness::cache::{Cache, ContentHash};
 use klp_harness::project::Project;
 use klp_harness::scenario::{self, Outcome};
-use klp_harness::{kernel, report};
+use klp_harness::{fixture, kernel, report};
 
 /// QEMU-based integration tests for Linux kernel livepatching.
 #[derive(Parser)]
@@ -25,11 +25,24 @@ enum Command {
     },
     /// Check scenario files without booting anything.
     Check { scenarios: Vec<String> },
+    /// Fixtures under fixtures/.
+    Fixture {
+        #[command(subcommand)]
+        command: FixtureCommand,
+    },
     /// Kernels under kernels/.
     Kernel {
         #[command(subcommand)]
         command: KernelCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum FixtureCommand {
+    /// List the fixtures scenarios can use.
+    List,
+    /// Write every fixture's sources (generated C included) under DIR/NAME/.
+    Sources { out: std::path::PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -62,6 +75,7 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Kernel { command } => kernel_command(&project, command),
+        Command::Fixture { command } => fixture_command(&project, command),
     }
 }
 
@@ -129,6 +143,24 @@ fn run(project: &Project, kernels: &[String], scenarios: &[String]) -> Result<()
         .any(|v| matches!(v.outcome, Outcome::Fail(_)))
     {
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn fixture_command(project: &Project, command: FixtureCommand) -> Result<()> {
+    let mut names = fixture::names(project)?;
+    match command {
+        FixtureCommand::List => names.iter().for_each(|name| println!("{name}")),
+        FixtureCommand::Sources { out } => {
+            names.push(fixture::SUPPORT_MODULE.to_string());
+            for name in names {
+                let dir = out.join(&name);
+                std::fs::create_dir_all(&dir)?;
+                for (file, bytes) in fixture::sources(project, &fixture::find(project, &name)?)? {
+                    std::fs::write(dir.join(file), bytes)?;
+                }
+            }
+        }
     }
     Ok(())
 }

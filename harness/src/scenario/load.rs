@@ -1,8 +1,8 @@
 //! Reading and checking a scenario before any VM starts: every mistake is
 //! reported with file:line:column and what was expected.
 
-use super::errno;
 use super::model::{ScenarioFile, Step};
+use crate::errno;
 use crate::fixture::{self, Fixture};
 use crate::kernel::features;
 use crate::project::Project;
@@ -45,6 +45,7 @@ pub enum Action {
     Unload(String),
     Wait(String),
     Run(String),
+    Write { path: String, value: String },
 }
 
 impl std::fmt::Display for Action {
@@ -55,6 +56,7 @@ impl std::fmt::Display for Action {
             Action::Unload(name) => write!(f, "unload {name}"),
             Action::Wait(name) => write!(f, "wait {name}"),
             Action::Run(command) => write!(f, "run `{command}`"),
+            Action::Write { path, value } => write!(f, "write {value:?} to {path}"),
         }
     }
 }
@@ -182,20 +184,39 @@ fn check_step(file: &Path, step: Spanned<Step>, fixtures: &[Fixture]) -> Result<
         (&step.unload, Action::Unload, false),
         (&step.wait, Action::Wait, true),
         (&step.run, Action::Run, false),
+        (
+            &step.write,
+            |path| Action::Write {
+                path,
+                value: String::new(),
+            },
+            false,
+        ),
     ]
     .into_iter()
     .filter_map(|(field, make, needs_livepatch)| field.as_ref().map(|f| (f, make, needs_livepatch)))
     .collect();
     let (target, make, needs_livepatch) = match candidates.as_slice() {
         [one] => *one,
-        [] => bail!("{position}: step has no action; expected one of: load, disable, unload, wait, run"),
+        [] => bail!("{position}: step has no action; expected one of: load, disable, unload, wait, run, write"),
         [_, second, ..] => bail!(
-            "{}: step has more than one action; expected exactly one of: load, disable, unload, wait, run",
+            "{}: step has more than one action; expected exactly one of: load, disable, unload, wait, run, write",
             Position::new(file, &second.0.referenced)
         ),
     };
-    let action = make(target.value.clone());
-    if !matches!(action, Action::Run(_)) {
+    let mut action = make(target.value.clone());
+    if let Action::Write { value, .. } = &mut action {
+        let Some(given) = &step.value else {
+            bail!("{position}: `write` needs a `value` to write");
+        };
+        *value = given.value.clone();
+    } else if let Some(value) = &step.value {
+        bail!(
+            "{}: `value` belongs to a `write` step",
+            Position::new(file, &value.referenced)
+        );
+    }
+    if !matches!(action, Action::Run(_) | Action::Write { .. }) {
         let Some(fixture) = fixtures.iter().find(|f| f.name == target.value) else {
             bail!(
                 "{}: {:?} is not among this scenario's fixtures ({})",

@@ -1,6 +1,5 @@
 //! scenario YAML ──> steps ──> observations ──> verdict.
 
-mod errno;
 mod load;
 pub mod model;
 mod observe;
@@ -141,16 +140,14 @@ fn execute_inner(
         verdict.outcome = Outcome::NotApplicable(reason);
         return Ok(());
     }
-    let built = scenario
-        .fixtures
-        .iter()
-        .map(|f| fixture::build(project, f, &kernel, cache))
-        .collect::<Result<Vec<_>>>()?;
+    let (support, built) = fixture::build_all(project, &scenario.fixtures, &kernel, cache)?;
+    let mut boot_modules = kernel.boot_modules.clone();
+    boot_modules.push(support.ko.clone());
     let initramfs = image::build(
         cache,
         std::path::Path::new(host::BUSYBOX_STATIC),
         crate::guest::INIT_SCRIPT,
-        &kernel.boot_modules,
+        &boot_modules,
         &built,
     )?;
 

@@ -45,6 +45,10 @@ pub struct Step {
     pub wait: Option<Spanned<String>>,
     /// A guest shell command (escape hatch); must exit 0 unless `error` is set.
     pub run: Option<Spanned<String>>,
+    /// Write `value` to this sysfs file, e.g. a feature's `enabled` knob.
+    pub write: Option<Spanned<String>>,
+    /// What `write` writes.
+    pub value: Option<Spanned<String>>,
     /// The action must fail with this errno (e.g. EINVAL) instead of succeeding.
     pub error: Option<Spanned<String>>,
     /// Whether `load`/`disable` wait for the transition to end (default true).
@@ -74,6 +78,21 @@ pub struct Expect {
     /// (other lines may come between them).
     #[serde(default)]
     pub log: Vec<Spanned<String>>,
+    /// The feature table under /sys/kernel/klp_features, by feature id.
+    #[serde(default)]
+    pub features: BTreeMap<u64, Spanned<FeatureState>>,
+}
+
+/// What /sys/kernel/klp_features/<id>/ shows; unset fields are not checked.
+#[derive(Debug, Default, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureState {
+    pub name: Option<String>,
+    /// A version number, or `none` once no patch carries the feature.
+    pub version: Option<String>,
+    pub owner: Option<String>,
+    pub allocations: Option<u32>,
+    pub enabled: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, PartialEq)]

@@ -1,6 +1,6 @@
 //! Reading the guest's livepatch state and the kernel log.
 
-use super::model::PatchState;
+use super::model::{FeatureState, PatchState};
 use crate::guest::Guest;
 use anyhow::Result;
 use std::time::Duration;
@@ -64,6 +64,33 @@ pub fn patch_state(guest: &mut Guest, name: &str) -> Result<Option<PatchState>> 
             "transition" => state.transition = small,
             "replace" => state.replace = small,
             "stack_order" => state.stack_order = value,
+            _ => {}
+        }
+    }
+    Ok(Some(state))
+}
+
+/// /sys/kernel/klp_features/<id>/, or None if the feature is not there.
+pub fn feature_state(guest: &mut Guest, id: u64) -> Result<Option<FeatureState>> {
+    let output = guest.run(&format!(
+        "cd /sys/kernel/klp_features/{id} && for a in name version owner allocations enabled; do \
+         echo \"$a $(cat $a)\"; done"
+    ))?;
+    if output.status != 0 {
+        return Ok(None);
+    }
+    let mut state = FeatureState::default();
+    for line in output.output.lines() {
+        let Some((attribute, value)) = line.split_once(' ') else {
+            continue;
+        };
+        let value = value.trim().to_string();
+        match attribute {
+            "name" => state.name = Some(value),
+            "version" => state.version = Some(value),
+            "owner" => state.owner = Some(value),
+            "allocations" => state.allocations = value.parse().ok(),
+            "enabled" => state.enabled = value.parse().ok(),
             _ => {}
         }
     }

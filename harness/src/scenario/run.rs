@@ -1,9 +1,9 @@
 //! scenario ──> steps ──> observations ──> verdict, in one booted guest.
 
-use super::errno;
 use super::load::{Action, CheckedStep, Scenario};
-use super::model::PatchState;
+use super::model::{FeatureState, PatchState};
 use super::observe;
+use crate::errno;
 use crate::guest::Guest;
 use anyhow::{anyhow, bail, Result};
 use std::fmt::Write as _;
@@ -67,6 +67,10 @@ fn run_step(
             None,
         ),
         Action::Run(shell) => (format!("sh -c {}", shell_quote(shell)), None),
+        Action::Write { path, value } => (
+            format!("echo {} > {}", shell_quote(value), shell_quote(path)),
+            None,
+        ),
     };
     let result = guest.run(&command)?;
     let _ = writeln!(
@@ -152,6 +156,10 @@ fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Resul
             );
         }
     }
+    for (id, expected) in &expect.features {
+        let found = observe::feature_state(guest, *id)?;
+        check_feature_state(*id, &expected.value, &found)?;
+    }
     let wanted: Vec<&str> = expect.log.iter().map(|line| line.value.as_str()).collect();
     if let Err(missing) = observe::log_subsequence(log, &wanted) {
         bail!(
@@ -197,6 +205,43 @@ fn check_patch_state(name: &str, expected: &PatchState, found: &Option<PatchStat
     Ok(())
 }
 
+fn check_feature_state(
+    id: u64,
+    expected: &FeatureState,
+    found: &Option<FeatureState>,
+) -> Result<()> {
+    let Some(found) = found else {
+        bail!("feature {id}: expected /sys/kernel/klp_features/{id}, found no such feature");
+    };
+    let show = |value: &Option<String>| value.clone().unwrap_or_else(|| "nothing".into());
+    let number = |value: Option<u32>| value.map(|v| v.to_string());
+    let pairs = [
+        ("name", expected.name.clone(), found.name.clone()),
+        ("version", expected.version.clone(), found.version.clone()),
+        ("owner", expected.owner.clone(), found.owner.clone()),
+        (
+            "allocations",
+            number(expected.allocations),
+            number(found.allocations),
+        ),
+        (
+            "enabled",
+            number(expected.enabled.map(u32::from)),
+            number(found.enabled.map(u32::from)),
+        ),
+    ];
+    for (attribute, want, have) in pairs {
+        if want.is_some() && want != have {
+            bail!(
+                "feature {id}: {attribute}: expected {}, found {}",
+                show(&want),
+                show(&have)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Single-quote for the guest shell.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
@@ -234,6 +279,23 @@ mod tests {
             ..Default::default()
         });
         assert!(check_patch_state("klp_a", &expected, &found).is_err());
+    }
+
+    #[test]
+    fn wrong_feature_owner_is_named() {
+        let expected = FeatureState {
+            owner: Some("klp_b".into()),
+            ..Default::default()
+        };
+        let found = Some(FeatureState {
+            owner: Some("klp_a".into()),
+            version: Some("2".into()),
+            ..Default::default()
+        });
+        let err = check_feature_state(1, &expected, &found)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "feature 1: owner: expected klp_b, found klp_a");
     }
 
     #[test]

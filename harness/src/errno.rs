@@ -28,7 +28,15 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 }
 
 pub fn is_known(name: &str) -> bool {
-    ERRNOS.iter().any(|(known, _)| *known == name)
+    number(name).is_some()
+}
+
+/// The errno number of a name such as EINVAL.
+pub fn number(name: &str) -> Option<i32> {
+    ERRNOS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, number)| *number)
 }
 
 fn description(number: i32) -> String {
