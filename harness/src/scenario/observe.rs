@@ -3,6 +3,7 @@
 use super::model::{FeatureState, PatchState};
 use crate::guest::Guest;
 use anyhow::Result;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 const LIVEPATCH: &str = "/sys/kernel/livepatch";
@@ -45,56 +46,58 @@ fn stack_from_listing(output: &str) -> Vec<String> {
 }
 
 pub fn patch_state(guest: &mut Guest, name: &str) -> Result<Option<PatchState>> {
-    let output = guest.run(&format!(
-        "cd {LIVEPATCH}/{name} && for a in enabled transition replace stack_order; do \
-         [ -f $a ] && echo \"$a $(cat $a)\"; done; true"
-    ))?;
-    if output.status != 0 {
+    let attributes = ["enabled", "transition", "replace", "stack_order"];
+    let Some(values) = read_attributes(guest, &format!("{LIVEPATCH}/{name}"), &attributes)? else {
         return Ok(None);
-    }
-    let mut state = PatchState::default();
-    for line in output.output.lines() {
-        let Some((attribute, value)) = line.split_once(' ') else {
-            continue;
-        };
-        let value: Option<u32> = value.trim().parse().ok();
-        let small = value.and_then(|v| u8::try_from(v).ok());
-        match attribute {
-            "enabled" => state.enabled = small,
-            "transition" => state.transition = small,
-            "replace" => state.replace = small,
-            "stack_order" => state.stack_order = value,
-            _ => {}
-        }
-    }
-    Ok(Some(state))
+    };
+    let number = |name: &str| values.get(name).and_then(|v| v.parse::<u32>().ok());
+    let small = |name: &str| number(name).and_then(|v| u8::try_from(v).ok());
+    Ok(Some(PatchState {
+        enabled: small("enabled"),
+        transition: small("transition"),
+        replace: small("replace"),
+        stack_order: number("stack_order"),
+    }))
 }
 
 /// /sys/kernel/klp_features/<id>/, or None if the feature is not there.
 pub fn feature_state(guest: &mut Guest, id: u64) -> Result<Option<FeatureState>> {
+    let attributes = ["name", "version", "owner", "allocations", "enabled"];
+    let dir = format!("/sys/kernel/klp_features/{id}");
+    let Some(values) = read_attributes(guest, &dir, &attributes)? else {
+        return Ok(None);
+    };
+    Ok(Some(FeatureState {
+        name: values.get("name").cloned(),
+        version: values.get("version").cloned(),
+        owner: values.get("owner").cloned(),
+        allocations: values.get("allocations").and_then(|v| v.parse().ok()),
+        enabled: values.get("enabled").and_then(|v| v.parse().ok()),
+    }))
+}
+
+/// The named files of a sysfs directory that exist, in one round trip;
+/// None if the directory does not.
+fn read_attributes(
+    guest: &mut Guest,
+    dir: &str,
+    attributes: &[&str],
+) -> Result<Option<BTreeMap<String, String>>> {
     let output = guest.run(&format!(
-        "cd /sys/kernel/klp_features/{id} && for a in name version owner allocations enabled; do \
-         echo \"$a $(cat $a)\"; done"
+        "cd {dir} && for a in {}; do [ -f $a ] && echo \"$a $(cat $a)\"; done; true",
+        attributes.join(" ")
     ))?;
     if output.status != 0 {
         return Ok(None);
     }
-    let mut state = FeatureState::default();
-    for line in output.output.lines() {
-        let Some((attribute, value)) = line.split_once(' ') else {
-            continue;
-        };
-        let value = value.trim().to_string();
-        match attribute {
-            "name" => state.name = Some(value),
-            "version" => state.version = Some(value),
-            "owner" => state.owner = Some(value),
-            "allocations" => state.allocations = value.parse().ok(),
-            "enabled" => state.enabled = value.parse().ok(),
-            _ => {}
-        }
-    }
-    Ok(Some(state))
+    Ok(Some(
+        output
+            .output
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(name, value)| (name.to_string(), value.trim().to_string()))
+            .collect(),
+    ))
 }
 
 /// Ok if every wanted fragment appears in `log`, each on a later line than
