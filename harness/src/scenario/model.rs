@@ -74,6 +74,9 @@ pub struct Expect {
     /// Target outputs: file under /sys/kernel/klp_target ──> its content.
     #[serde(default)]
     pub target: BTreeMap<String, Spanned<String>>,
+    /// Any guest file (e.g. /proc/cmdline) ──> its content.
+    #[serde(default)]
+    pub files: BTreeMap<String, Spanned<String>>,
     /// Lines that the kernel logged during this step, in this order
     /// (other lines may come between them).
     #[serde(default)]
@@ -93,6 +96,8 @@ pub struct FeatureState {
     pub owner: Option<String>,
     pub allocations: Option<u32>,
     pub enabled: Option<u8>,
+    /// 1 while the feature's shadow variable exists.
+    pub shadow: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, PartialEq)]
@@ -102,4 +107,6 @@ pub struct PatchState {
     pub transition: Option<u8>,
     pub replace: Option<u8>,
     pub stack_order: Option<u32>,
+    /// `<object>/patched`, by object name (vmlinux for the kernel itself).
+    pub patched: Option<BTreeMap<String, u8>>,
 }

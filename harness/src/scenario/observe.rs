@@ -45,11 +45,23 @@ fn stack_from_listing(output: &str) -> Vec<String> {
     entries.into_iter().map(|(_, _, name)| name).collect()
 }
 
-pub fn patch_state(guest: &mut Guest, name: &str) -> Result<Option<PatchState>> {
-    let attributes = ["enabled", "transition", "replace", "stack_order"];
+/// A patch's attributes, with `patched` of the named objects.
+pub fn patch_state(guest: &mut Guest, name: &str, objects: &[&str]) -> Result<Option<PatchState>> {
+    let per_object: Vec<String> = objects.iter().map(|o| format!("{o}/patched")).collect();
+    let mut attributes = vec!["enabled", "transition", "replace", "stack_order"];
+    attributes.extend(per_object.iter().map(String::as_str));
     let Some(values) = read_attributes(guest, &format!("{LIVEPATCH}/{name}"), &attributes)? else {
         return Ok(None);
     };
+    let patched: BTreeMap<String, u8> = objects
+        .iter()
+        .filter_map(|o| {
+            Some((
+                o.to_string(),
+                values.get(&format!("{o}/patched"))?.parse().ok()?,
+            ))
+        })
+        .collect();
     let number = |name: &str| values.get(name).and_then(|v| v.parse::<u32>().ok());
     let small = |name: &str| number(name).and_then(|v| u8::try_from(v).ok());
     Ok(Some(PatchState {
@@ -57,12 +69,20 @@ pub fn patch_state(guest: &mut Guest, name: &str) -> Result<Option<PatchState>> 
         transition: small("transition"),
         replace: small("replace"),
         stack_order: number("stack_order"),
+        patched: Some(patched),
     }))
 }
 
 /// /sys/kernel/klp_features/<id>/, or None if the feature is not there.
 pub fn feature_state(guest: &mut Guest, id: u64) -> Result<Option<FeatureState>> {
-    let attributes = ["name", "version", "owner", "allocations", "enabled"];
+    let attributes = [
+        "name",
+        "version",
+        "owner",
+        "allocations",
+        "enabled",
+        "shadow",
+    ];
     let dir = format!("/sys/kernel/klp_features/{id}");
     let Some(values) = read_attributes(guest, &dir, &attributes)? else {
         return Ok(None);
@@ -73,6 +93,7 @@ pub fn feature_state(guest: &mut Guest, id: u64) -> Result<Option<FeatureState>>
         owner: values.get("owner").cloned(),
         allocations: values.get("allocations").and_then(|v| v.parse().ok()),
         enabled: values.get("enabled").and_then(|v| v.parse().ok()),
+        shadow: values.get("shadow").and_then(|v| v.parse().ok()),
     }))
 }
 

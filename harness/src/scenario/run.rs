@@ -142,7 +142,14 @@ fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Resul
         }
     }
     for (name, expected) in &expect.patch {
-        let found = observe::patch_state(guest, name)?;
+        let objects: Vec<&str> = expected
+            .value
+            .patched
+            .iter()
+            .flatten()
+            .map(|(o, _)| o.as_str())
+            .collect();
+        let found = observe::patch_state(guest, name, &objects)?;
         check_patch_state(name, &expected.value, &found)?;
     }
     for (file, expected) in &expect.target {
@@ -154,6 +161,13 @@ fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Resul
                 expected.value,
                 found
             );
+        }
+    }
+    for (path, expected) in &expect.files {
+        let found = guest.run(&format!("cat {}", shell_quote(path)))?;
+        let found = found.output.trim_end_matches('\n');
+        if found != expected.value {
+            bail!("{path}: expected {:?}, found {:?}", expected.value, found);
         }
     }
     for (id, expected) in &expect.features {
@@ -193,6 +207,15 @@ fn check_patch_state(name: &str, expected: &PatchState, found: &Option<PatchStat
         ),
         ("stack_order", expected.stack_order, found.stack_order),
     ];
+    for (object, want) in expected.patched.iter().flatten() {
+        match found.patched.as_ref().and_then(|p| p.get(object)) {
+            Some(have) if have == want => {}
+            Some(have) => bail!("patch {name}: {object}/patched: expected {want}, found {have}"),
+            None => bail!(
+                "patch {name}: {object}/patched: expected {want}, but there is no such attribute"
+            ),
+        }
+    }
     for (attribute, want, have) in pairs {
         if let Some(want) = want {
             match have {
@@ -228,6 +251,11 @@ fn check_feature_state(
             "enabled",
             number(expected.enabled.map(u32::from)),
             number(found.enabled.map(u32::from)),
+        ),
+        (
+            "shadow",
+            number(expected.shadow.map(u32::from)),
+            number(found.shadow.map(u32::from)),
         ),
     ];
     for (attribute, want, have) in pairs {
@@ -266,6 +294,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "patch klp_a: enabled: expected 1, found 0");
+    }
+
+    #[test]
+    fn unpatched_object_is_named() {
+        let object = |v: u8| Some([("klp_target".to_string(), v)].into_iter().collect());
+        let expected = PatchState {
+            patched: object(1),
+            ..Default::default()
+        };
+        let found = Some(PatchState {
+            patched: object(0),
+            ..Default::default()
+        });
+        let err = check_patch_state("klp_a", &expected, &found)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "patch klp_a: klp_target/patched: expected 1, found 0");
     }
 
     #[test]
