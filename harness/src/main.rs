@@ -156,7 +156,9 @@ fn fixture_command(project: &Project, command: FixtureCommand) -> Result<()> {
             for name in names {
                 let dir = out.join(&name);
                 std::fs::create_dir_all(&dir)?;
-                for (file, bytes) in fixture::sources(project, &fixture::find(project, &name)?)? {
+                for (file, bytes) in
+                    fixture::sources(project, &fixture::find(project, &name)?, None)?
+                {
                     std::fs::write(dir.join(file), bytes)?;
                 }
             }

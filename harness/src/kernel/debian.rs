@@ -99,6 +99,7 @@ pub(super) fn prepare(
         config: root.join(format!("boot/config-{release}")),
         kbuild: root.join(format!("usr/src/linux-headers-{release}")),
         version: upstream_version(&resolved.packages[0]),
+        source: None,
         boot_modules: super::modules::boot_modules(&root.join(format!("lib/modules/{release}")))?,
         release,
     })

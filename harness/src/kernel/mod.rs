@@ -73,6 +73,8 @@ pub struct Kernel {
     pub config: PathBuf,
     /// Modules /init loads before anything else (see `modules`).
     pub boot_modules: Vec<PathBuf>,
+    /// The source tree, for kernels built from source.
+    pub source: Option<PathBuf>,
 }
 
 impl KernelSpec {
@@ -161,6 +163,11 @@ impl KernelSpec {
                 Some(debian::upstream_version(pinned.trim()))
             }
         }
+    }
+
+    /// Prebuilt kernels have headers but no source tree.
+    pub fn is_prebuilt(&self) -> bool {
+        matches!(self.source, KernelSource::DebianPrebuilt(_))
     }
 
     /// Lock file next to the spec: what "latest" resolved to.
@@ -255,6 +262,7 @@ fn from_source(
         config: built.dir.join(".config"),
         kbuild: built.dir.clone(),
         boot_modules: Vec::new(),
+        source: Some(sources.tree.clone()),
     })
 }
 

@@ -3,7 +3,7 @@
 
 use super::model::{ScenarioFile, Step};
 use crate::errno;
-use crate::fixture::{self, Fixture};
+use crate::fixture::{self, ExternalDir, Fixture, FixtureSource};
 use crate::kernel::features;
 use crate::project::Project;
 use crate::yaml::{Position, Spanned};
@@ -19,6 +19,8 @@ pub struct Scenario {
     pub kernels: Option<Vec<String>>,
     pub requires: Requirements,
     pub fixtures: Vec<Fixture>,
+    /// Some fixture is built from the kernel's own source tree.
+    pub needs_kernel_source: bool,
     pub steps: Vec<CheckedStep>,
 }
 
@@ -155,6 +157,39 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         }
         fixtures.push(fixture::find(project, &name.value)?);
     }
+    let mut needs_kernel_source = false;
+    for external in &raw.external {
+        let position = at(&external.referenced);
+        let external = &external.value;
+        let dir = match external.dir.strip_prefix("kernel:") {
+            Some(inside) => {
+                needs_kernel_source = true;
+                ExternalDir::InKernel(inside.into())
+            }
+            None => {
+                let dir = file.parent().unwrap_or(Path::new(".")).join(&external.dir);
+                if !dir.is_dir() {
+                    bail!("{position}: external dir {} does not exist", dir.display());
+                }
+                ExternalDir::Path(dir)
+            }
+        };
+        if external.modules.is_empty() {
+            bail!("{position}: external {:?} lists no modules; expected the .ko names its build makes", external.dir);
+        }
+        for module in &external.modules {
+            if fixtures.iter().any(|f: &Fixture| f.name == *module) {
+                bail!("{position}: module {module:?} is already a fixture of this scenario");
+            }
+            fixtures.push(Fixture {
+                name: module.clone(),
+                source: FixtureSource::External {
+                    dir: dir.clone(),
+                    make: external.make.clone(),
+                },
+            });
+        }
+    }
 
     if raw.steps.is_empty() {
         bail!("{}: a scenario needs at least one step", file.display());
@@ -170,6 +205,7 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         kernels,
         requires,
         fixtures,
+        needs_kernel_source,
         steps,
     })
 }
@@ -284,7 +320,7 @@ mod tests {
     #[test]
     fn misspelt_top_level_key() {
         let err = error_of("description: d\nfixture: [klp_target]\nsteps: []\n");
-        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, kernels, requires, fixtures, steps");
+        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, kernels, requires, fixtures, external, steps");
     }
 
     #[test]
@@ -386,6 +422,26 @@ mod tests {
             error_of("description: d\nrequires: {min_version: six}\nfixtures: []\nsteps: []\n");
         assert!(
             err.starts_with("s.yaml:2:25: \"six\" is not a kernel version"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn external_dir_must_exist() {
+        let text = "description: d\nfixtures: []\nexternal:\n  - {dir: no/such/dir, modules: [m]}\nsteps:\n  - load: m\n";
+        let err = error_of(text);
+        assert!(
+            err.starts_with("s.yaml:4:5: external dir no/such/dir does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn external_needs_modules() {
+        let text = "description: d\nfixtures: []\nexternal:\n  - {dir: 'kernel:samples/livepatch', modules: []}\nsteps:\n  - run: 'true'\n";
+        let err = error_of(text);
+        assert!(
+            err.starts_with("s.yaml:4:5: external \"kernel:samples/livepatch\" lists no modules"),
             "{err}"
         );
     }

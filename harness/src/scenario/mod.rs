@@ -72,11 +72,18 @@ pub fn artifacts_dir(project: &Project, scenario: &str, kernel: &str) -> PathBuf
 
 /// Why the scenario does not apply to this kernel (given its upstream
 /// version, when known), or None when it does.
-pub fn applicability(scenario: &Scenario, kernel: &str, version: Option<&str>) -> Option<String> {
+pub fn applicability(
+    scenario: &Scenario,
+    kernel: &KernelSpec,
+    version: Option<&str>,
+) -> Option<String> {
     if let Some(kernels) = &scenario.kernels {
-        if !kernels.iter().any(|k| k == kernel) {
+        if !kernels.contains(&kernel.name) {
             return Some(format!("scenario is limited to {}", kernels.join(", ")));
         }
+    }
+    if scenario.needs_kernel_source && kernel.is_prebuilt() {
+        return Some("needs the kernel source tree; this kernel is prebuilt".to_string());
     }
     let version = features::parse_version(version?).ok()?;
     let shown = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(".");
@@ -116,7 +123,7 @@ pub fn execute(
         boot: None,
         artifacts: artifacts.clone(),
     };
-    if let Some(reason) = applicability(scenario, &spec.name, spec.version_hint().as_deref()) {
+    if let Some(reason) = applicability(scenario, spec, spec.version_hint().as_deref()) {
         verdict.outcome = Outcome::NotApplicable(reason);
         return verdict;
     }
@@ -136,7 +143,7 @@ fn execute_inner(
 ) -> Result<()> {
     host::ensure(host::SCENARIO_TOOLS, &cache.root().join("locks"))?;
     let kernel = kernel::prepare(spec, cache)?;
-    if let Some(reason) = applicability(scenario, &spec.name, Some(&kernel.version)) {
+    if let Some(reason) = applicability(scenario, spec, Some(&kernel.version)) {
         verdict.outcome = Outcome::NotApplicable(reason);
         return Ok(());
     }
@@ -194,6 +201,11 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    fn kernel() -> KernelSpec {
+        let project = Project::at(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
+        crate::kernel::find(&project, "src-6.12").unwrap()
+    }
+
     fn scenario(requires: &str) -> Scenario {
         let project = Project::at(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
         let text = format!(
@@ -206,19 +218,39 @@ mod tests {
     fn missing_sysfs_attribute_is_not_applicable_with_reason() {
         let s = scenario("{sysfs: [stack_order]}");
         assert_eq!(
-            applicability(&s, "k", Some("6.12.117")).as_deref(),
+            applicability(&s, &kernel(), Some("6.12.117")).as_deref(),
             Some("stack_order: kernel 6.12.117 < 6.14")
         );
-        assert_eq!(applicability(&s, "k", Some("7.2.1")), None);
+        assert_eq!(applicability(&s, &kernel(), Some("7.2.1")), None);
     }
 
     #[test]
     fn old_kernel_is_not_applicable_with_reason() {
         let s = scenario("{min_version: '6.1'}");
         assert_eq!(
-            applicability(&s, "k", Some("5.10.240")).as_deref(),
+            applicability(&s, &kernel(), Some("5.10.240")).as_deref(),
             Some("kernel 5.10.240 < 6.1")
         );
-        assert_eq!(applicability(&s, "k", Some("6.1.0")), None);
+        assert_eq!(applicability(&s, &kernel(), Some("6.1.0")), None);
+    }
+}
+
+#[cfg(test)]
+mod external_tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn kernel_tree_modules_do_not_apply_to_prebuilt_kernels() {
+        let project = Project::at(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
+        let text = "description: d\nfixtures: []\nexternal:\n  - {dir: 'kernel:samples/livepatch', modules: [livepatch-sample]}\nsteps:\n  - load: livepatch-sample\n";
+        let s = parse(&project, Path::new("s.yaml"), text).unwrap();
+        let prebuilt = crate::kernel::find(&project, "debian-6.12").unwrap();
+        let built = crate::kernel::find(&project, "src-6.12").unwrap();
+        assert_eq!(
+            applicability(&s, &prebuilt, Some("6.12")).as_deref(),
+            Some("needs the kernel source tree; this kernel is prebuilt")
+        );
+        assert_eq!(applicability(&s, &built, Some("6.12")), None);
     }
 }

@@ -18,7 +18,24 @@ pub struct ScenarioFile {
     pub requires: Requires,
     /// Fixtures (names in `fixtures/`) to build and put into the guest.
     pub fixtures: Vec<Spanned<String>>,
+    /// Modules built from a directory outside fixtures/, such as the
+    /// kernel's samples/livepatch or the livepatch selftests' modules.
+    #[serde(default)]
+    pub external: Vec<Spanned<External>>,
     pub steps: Vec<Spanned<Step>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct External {
+    /// `kernel:<path>` inside the kernel's source tree, or a directory
+    /// relative to the scenario file.
+    pub dir: String,
+    /// Extra make arguments, e.g. CONFIG_SAMPLE_LIVEPATCH=m.
+    #[serde(default)]
+    pub make: Vec<String>,
+    /// The .ko files (without .ko) the build makes, which steps load by name.
+    pub modules: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

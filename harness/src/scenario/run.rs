@@ -4,6 +4,7 @@ use super::load::{Action, CheckedStep, Scenario};
 use super::model::{FeatureState, PatchState};
 use super::observe;
 use crate::errno;
+use crate::fixture;
 use crate::guest::Guest;
 use anyhow::{anyhow, bail, Result};
 use std::fmt::Write as _;
@@ -55,15 +56,17 @@ fn run_step(
     limits: Limits,
     trace: &mut String,
 ) -> Result<()> {
+    // Steps name fixtures by file; the kernel knows them by module name.
+    let module = |name: &String| fixture::module_name(name);
     let (command, waits_for) = match &step.action {
-        Action::Load(name) => (format!("insmod /klp/{name}.ko"), Some(name)),
+        Action::Load(name) => (format!("insmod /klp/{name}.ko"), Some(module(name))),
         Action::Disable(name) => (
-            format!("echo 0 > /sys/kernel/livepatch/{name}/enabled"),
-            Some(name),
+            format!("echo 0 > /sys/kernel/livepatch/{}/enabled", module(name)),
+            Some(module(name)),
         ),
-        Action::Unload(name) => (format!("rmmod {name}"), None),
+        Action::Unload(name) => (format!("rmmod {}", module(name)), None),
         Action::Wait(name) => (
-            observe::wait_transition_command(name, limits.transition),
+            observe::wait_transition_command(&module(name), limits.transition),
             None,
         ),
         Action::Run(shell) => (format!("sh -c {}", shell_quote(shell)), None),
@@ -81,9 +84,10 @@ fn run_step(
     match (&step.expected_errno, result.status) {
         (None, 0) => {
             let is_livepatch_action = matches!(step.action, Action::Disable(_))
-                || (matches!(step.action, Action::Load(_)) && guest_has_patch(guest, waits_for)?);
+                || (matches!(step.action, Action::Load(_))
+                    && guest_has_patch(guest, waits_for.as_ref())?);
             if step.wait_transition && is_livepatch_action {
-                if let Some(name) = waits_for {
+                if let Some(name) = &waits_for {
                     let waited =
                         guest.run(&observe::wait_transition_command(name, limits.transition))?;
                     if waited.status != 0 {
