@@ -45,9 +45,4 @@ impl Project {
     pub fn scenarios_dir(&self) -> PathBuf {
         self.root.join("scenarios")
     }
-
-    /// Path relative to the project root, for messages.
-    pub fn display<'a>(&self, path: &'a Path) -> std::path::Display<'a> {
-        path.strip_prefix(&self.root).unwrap_or(path).display()
-    }
 }

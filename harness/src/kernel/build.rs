@@ -128,7 +128,7 @@ pub fn build(name: &str, sources: &Sources, fragments: &[PathBuf], cache: &Cache
 
 /// Options set by a fragment (`CONFIG_X=v` or `# CONFIG_X is not set`)
 /// that the final .config does not have as written.
-pub fn lost_options(fragment: &str, config: &str) -> Vec<String> {
+fn lost_options(fragment: &str, config: &str) -> Vec<String> {
     let value_of = |name: &str| -> Option<String> {
         config.lines().find_map(|line| {
             if let Some(value) = line

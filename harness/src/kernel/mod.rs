@@ -7,8 +7,6 @@ pub mod features;
 mod modules;
 mod source;
 
-pub use build::lost_options;
-
 use crate::cache::{Cache, ContentHash};
 use crate::project::Project;
 use anyhow::{bail, Context, Result};

@@ -51,14 +51,6 @@ impl Console {
         self.shared.0.lock().unwrap().text.clone()
     }
 
-    pub fn len(&self) -> usize {
-        self.shared.0.lock().unwrap().text.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Wait until `needle` appears at or after byte `from`; returns the end of its line.
     pub fn wait_for(&self, needle: &str, from: usize, deadline: Instant) -> Option<usize> {
         let (lock, ready) = &*self.shared;
