@@ -46,6 +46,8 @@ pub enum Action {
     Disable(String),
     Unload(String),
     Wait(String),
+    Reverse(String),
+    Force(String),
     Run(String),
     Write { path: String, value: String },
 }
@@ -57,6 +59,8 @@ impl std::fmt::Display for Action {
             Action::Disable(name) => write!(f, "disable {name}"),
             Action::Unload(name) => write!(f, "unload {name}"),
             Action::Wait(name) => write!(f, "wait {name}"),
+            Action::Reverse(name) => write!(f, "reverse {name}"),
+            Action::Force(name) => write!(f, "force {name}"),
             Action::Run(command) => write!(f, "run `{command}`"),
             Action::Write { path, value } => write!(f, "write {value:?} to {path}"),
         }
@@ -219,6 +223,8 @@ fn check_step(file: &Path, step: Spanned<Step>, fixtures: &[Fixture]) -> Result<
         (&step.disable, Action::Disable, true),
         (&step.unload, Action::Unload, false),
         (&step.wait, Action::Wait, true),
+        (&step.reverse, Action::Reverse, true),
+        (&step.force, Action::Force, true),
         (&step.run, Action::Run, false),
         (
             &step.write,
@@ -234,9 +240,9 @@ fn check_step(file: &Path, step: Spanned<Step>, fixtures: &[Fixture]) -> Result<
     .collect();
     let (target, make, needs_livepatch) = match candidates.as_slice() {
         [one] => *one,
-        [] => bail!("{position}: step has no action; expected one of: load, disable, unload, wait, run, write"),
+        [] => bail!("{position}: step has no action; expected one of: load, disable, unload, wait, reverse, force, run, write"),
         [_, second, ..] => bail!(
-            "{}: step has more than one action; expected exactly one of: load, disable, unload, wait, run, write",
+            "{}: step has more than one action; expected exactly one of: load, disable, unload, wait, reverse, force, run, write",
             Position::new(file, &second.0.referenced)
         ),
     };

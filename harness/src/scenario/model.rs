@@ -62,6 +62,11 @@ pub struct Step {
     pub wait: Option<Spanned<String>>,
     /// A guest shell command (escape hatch); must exit 0 unless `error` is set.
     pub run: Option<Spanned<String>>,
+    /// Reverse the patch's transition in flight: write the opposite of its
+    /// current target to `enabled` (no wait; follow with `wait`).
+    pub reverse: Option<Spanned<String>>,
+    /// Write 1 to the patch's `force`: complete its transition at once.
+    pub force: Option<Spanned<String>>,
     /// Write `value` to this sysfs file, e.g. a feature's `enabled` knob.
     pub write: Option<Spanned<String>>,
     /// What `write` writes.

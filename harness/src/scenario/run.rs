@@ -70,6 +70,18 @@ fn run_step(
             None,
         ),
         Action::Run(shell) => (format!("sh -c {}", shell_quote(shell)), None),
+        // In a transition `enabled` already shows the target state.
+        Action::Reverse(name) => (
+            format!(
+                "f=/sys/kernel/livepatch/{}/enabled; echo $((1 - $(cat $f))) > $f",
+                module(name)
+            ),
+            None,
+        ),
+        Action::Force(name) => (
+            format!("echo 1 > /sys/kernel/livepatch/{}/force", module(name)),
+            None,
+        ),
         Action::Write { path, value } => (
             format!("echo {} > {}", shell_quote(value), shell_quote(path)),
             None,
