@@ -104,6 +104,20 @@ pub fn missing_packages(tools: &[Tool]) -> Vec<&str> {
     packages
 }
 
+/// Run a command to completion; its stdout on success, its stderr in the error.
+pub fn run_checked(command: &mut Command) -> Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 pub fn install_command(packages: &[&str]) -> String {
     format!("sudo apt-get install -y {}", packages.join(" "))
 }

@@ -70,17 +70,7 @@ impl PrivateApt {
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
-        let output = command
-            .output()
-            .with_context(|| format!("cannot run {program}"))?;
-        if !output.status.success() {
-            bail!(
-                "{program} {} failed:\n{}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim_end()
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        crate::host::run_checked(&mut command)
     }
 
     pub fn has_lists(&self) -> bool {

@@ -221,16 +221,15 @@ fn compiler_version() -> Result<String> {
 
 /// `make kernelrelease` / `make kernelversion` of a finished build.
 fn query(sources: &Sources, dir: &Path, target: &str) -> Result<String> {
-    let output = Command::new("make")
-        .arg("-s")
-        .arg("-C")
-        .arg(&sources.tree)
-        .arg(format!("O={}", dir.display()))
-        .arg(target)
-        .env_remove("MAKEFLAGS")
-        .output()
-        .context("cannot run make")?;
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = crate::host::run_checked(
+        Command::new("make")
+            .arg("-s")
+            .arg("-C")
+            .arg(&sources.tree)
+            .arg(format!("O={}", dir.display()))
+            .arg(target)
+            .env_remove("MAKEFLAGS"),
+    )?;
     Ok(text.lines().last().unwrap_or_default().trim().to_string())
 }
 

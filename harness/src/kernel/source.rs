@@ -156,13 +156,16 @@ fn unpack(archive: &Path, dir: &Path) -> Result<()> {
     let target = dir.join("linux");
     fs::create_dir_all(&target)?;
     eprintln!("klp-harness: unpacking {}", archive.display());
-    run(Command::new("tar")
-        .arg("-xf")
-        .arg(archive)
-        .arg("-C")
-        .arg(&target)
-        .arg("--strip-components=1"))
+    crate::host::run_checked(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(archive)
+            .arg("-C")
+            .arg(&target)
+            .arg("--strip-components=1"),
+    )
     .with_context(|| format!("cannot unpack {}", archive.display()))
+    .map(drop)
 }
 
 fn apply_patches(tree: &Path, patches: &[PathBuf]) -> Result<()> {
@@ -192,10 +195,12 @@ fn download(tarball: &Tarball, kernels_dir: &Path, cache: &Cache) -> Result<Path
         let target = dir.join(name);
         if tarball.url.contains("://") {
             eprintln!("klp-harness: downloading {}", tarball.url);
-            run(Command::new("curl")
-                .args(["-fsSL", "-o"])
-                .arg(&target)
-                .arg(&tarball.url))
+            crate::host::run_checked(
+                Command::new("curl")
+                    .args(["-fsSL", "-o"])
+                    .arg(&target)
+                    .arg(&tarball.url),
+            )
             .with_context(|| format!("cannot download {} (package curl)", tarball.url))?;
         } else {
             fs::copy(kernels_dir.join(&tarball.url), &target)
@@ -258,19 +263,6 @@ fn tree_identity(tree: &Path) -> Result<String> {
         "tree:{}",
         ContentHash::new().add_dir("tree", tree)?.finish()
     ))
-}
-
-fn run(command: &mut Command) -> Result<()> {
-    let output = command
-        .output()
-        .with_context(|| format!("cannot run {command:?}"))?;
-    if !output.status.success() {
-        bail!(
-            "{command:?} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr).trim_end()
-        );
-    }
-    Ok(())
 }
 
 /// `VERSION.PATCHLEVEL.SUBLEVEL` from a kernel tree's top Makefile.

@@ -233,12 +233,6 @@ mod tests {
         );
         assert_eq!(applicability(&s, &kernel(), Some("6.1.0")), None);
     }
-}
-
-#[cfg(test)]
-mod external_tests {
-    use super::*;
-    use std::path::Path;
 
     #[test]
     fn kernel_tree_modules_do_not_apply_to_prebuilt_kernels() {

@@ -205,41 +205,41 @@ fn check_patch_state(name: &str, expected: &PatchState, found: &Option<PatchStat
     let Some(found) = found else {
         bail!("patch {name}: expected it under /sys/kernel/livepatch, found no such patch");
     };
-    let pairs = [
-        (
-            "enabled",
-            expected.enabled.map(u32::from),
-            found.enabled.map(u32::from),
-        ),
-        (
-            "transition",
-            expected.transition.map(u32::from),
-            found.transition.map(u32::from),
-        ),
-        (
-            "replace",
-            expected.replace.map(u32::from),
-            found.replace.map(u32::from),
-        ),
-        ("stack_order", expected.stack_order, found.stack_order),
-    ];
+    let text = |value: Option<u32>| value.map(|v| v.to_string());
+    let small = |value: Option<u8>| value.map(|v| v.to_string());
+    let subject = format!("patch {name}");
+    compare(
+        &subject,
+        "enabled",
+        small(expected.enabled),
+        small(found.enabled),
+    )?;
+    compare(
+        &subject,
+        "transition",
+        small(expected.transition),
+        small(found.transition),
+    )?;
+    compare(
+        &subject,
+        "replace",
+        small(expected.replace),
+        small(found.replace),
+    )?;
+    compare(
+        &subject,
+        "stack_order",
+        text(expected.stack_order),
+        text(found.stack_order),
+    )?;
     for (object, want) in expected.patched.iter().flatten() {
-        match found.patched.as_ref().and_then(|p| p.get(object)) {
-            Some(have) if have == want => {}
-            Some(have) => bail!("patch {name}: {object}/patched: expected {want}, found {have}"),
-            None => bail!(
-                "patch {name}: {object}/patched: expected {want}, but there is no such attribute"
-            ),
-        }
-    }
-    for (attribute, want, have) in pairs {
-        if let Some(want) = want {
-            match have {
-                Some(have) if have == want => {}
-                Some(have) => bail!("patch {name}: {attribute}: expected {want}, found {have}"),
-                None => bail!("patch {name}: {attribute}: expected {want}, but this kernel has no such attribute"),
-            }
-        }
+        let have = found.patched.as_ref().and_then(|p| p.get(object));
+        compare(
+            &subject,
+            &format!("{object}/patched"),
+            small(Some(*want)),
+            small(have.copied()),
+        )?;
     }
     Ok(())
 }
@@ -252,38 +252,57 @@ fn check_feature_state(
     let Some(found) = found else {
         bail!("feature {id}: expected /sys/kernel/klp_features/{id}, found no such feature");
     };
-    let show = |value: &Option<String>| value.clone().unwrap_or_else(|| "nothing".into());
     let number = |value: Option<u32>| value.map(|v| v.to_string());
-    let pairs = [
-        ("name", expected.name.clone(), found.name.clone()),
-        ("version", expected.version.clone(), found.version.clone()),
-        ("owner", expected.owner.clone(), found.owner.clone()),
-        (
-            "allocations",
-            number(expected.allocations),
-            number(found.allocations),
-        ),
-        (
-            "enabled",
-            number(expected.enabled.map(u32::from)),
-            number(found.enabled.map(u32::from)),
-        ),
-        (
-            "shadow",
-            number(expected.shadow.map(u32::from)),
-            number(found.shadow.map(u32::from)),
-        ),
-    ];
-    for (attribute, want, have) in pairs {
-        if want.is_some() && want != have {
-            bail!(
-                "feature {id}: {attribute}: expected {}, found {}",
-                show(&want),
-                show(&have)
-            );
+    let small = |value: Option<u8>| value.map(|v| v.to_string());
+    let subject = format!("feature {id}");
+    compare(&subject, "name", expected.name.clone(), found.name.clone())?;
+    compare(
+        &subject,
+        "version",
+        expected.version.clone(),
+        found.version.clone(),
+    )?;
+    compare(
+        &subject,
+        "owner",
+        expected.owner.clone(),
+        found.owner.clone(),
+    )?;
+    compare(
+        &subject,
+        "allocations",
+        number(expected.allocations),
+        number(found.allocations),
+    )?;
+    compare(
+        &subject,
+        "enabled",
+        small(expected.enabled),
+        small(found.enabled),
+    )?;
+    compare(
+        &subject,
+        "shadow",
+        small(expected.shadow),
+        small(found.shadow),
+    )
+}
+
+/// One expected attribute value against the one found; None expected is not checked.
+fn compare(
+    subject: &str,
+    attribute: &str,
+    want: Option<String>,
+    have: Option<String>,
+) -> Result<()> {
+    match (want, have) {
+        (None, _) => Ok(()),
+        (Some(want), Some(have)) if want == have => Ok(()),
+        (Some(want), Some(have)) => bail!("{subject}: {attribute}: expected {want}, found {have}"),
+        (Some(want), None) => {
+            bail!("{subject}: {attribute}: expected {want}, but there is no such attribute")
         }
     }
-    Ok(())
 }
 
 /// Single-quote for the guest shell.
