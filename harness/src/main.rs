@@ -20,11 +20,30 @@ enum Command {
         /// Kernel(s) to run on (default: debian-6.12); `all` for every kernel.
         #[arg(long, value_delimiter = ',')]
         kernel: Vec<String>,
+        /// Output: a table for people, JSON for tools, or the Markdown
+        /// kernel × scenario table README.md shows.
+        #[arg(long, value_enum, default_value = "table")]
+        format: report::Format,
         /// Scenario files or names (default: every scenario).
         scenarios: Vec<String>,
     },
+    /// Boot a scenario's guest, run its steps (up to a step), then hand
+    /// over the serial console.
+    Shell {
+        /// Scenario file or name.
+        scenario: String,
+        /// Kernel to boot (default: debian-6.12).
+        #[arg(long, default_value = kernel::DEFAULT)]
+        kernel: String,
+        /// Last step to run, numbered as in steps.log (e.g. 3, or 2[1].1
+        /// inside a repeat block); 0 runs none. Default: every step.
+        #[arg(long)]
+        until_step: Option<String>,
+    },
     /// Check scenario files without booting anything.
     Check { scenarios: Vec<String> },
+    /// Print the JSON Schema of scenario files.
+    Schema,
     /// Fixtures under fixtures/.
     Fixture {
         #[command(subcommand)]
@@ -66,12 +85,36 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     let project = Project::locate()?;
     match cli.command {
-        Command::Run { kernel, scenarios } => run(&project, &kernel, &scenarios),
+        Command::Run {
+            kernel,
+            format,
+            scenarios,
+        } => run(&project, &kernel, format, &scenarios),
         Command::Check { scenarios } => {
             for file in scenario_files(&project, &scenarios)? {
                 let scenario = scenario::load(&project, &file)?;
                 println!("{}: ok ({} steps)", scenario.name, scenario.steps.len());
             }
+            Ok(())
+        }
+        Command::Shell {
+            scenario,
+            kernel,
+            until_step,
+        } => {
+            let file = scenario_files(&project, &[scenario])?.remove(0);
+            let loaded = scenario::load(&project, &file)?;
+            let spec = kernel::find(&project, &kernel)?;
+            scenario::shell(
+                &project,
+                &Cache::from_env()?,
+                &loaded,
+                &spec,
+                until_step.as_deref(),
+            )
+        }
+        Command::Schema => {
+            print!("{}", scenario::json_schema());
             Ok(())
         }
         Command::Kernel { command } => kernel_command(&project, command),
@@ -110,7 +153,12 @@ fn scenario_files(project: &Project, wanted: &[String]) -> Result<Vec<std::path:
         .collect()
 }
 
-fn run(project: &Project, kernels: &[String], scenarios: &[String]) -> Result<()> {
+fn run(
+    project: &Project,
+    kernels: &[String],
+    format: report::Format,
+    scenarios: &[String],
+) -> Result<()> {
     let cache = Cache::from_env()?;
     let specs = if kernels.iter().any(|k| k == "all") {
         kernel::list(project)?
@@ -137,7 +185,11 @@ fn run(project: &Project, kernels: &[String], scenarios: &[String]) -> Result<()
             verdicts.push(verdict);
         }
     }
-    print!("{}", report::table(&verdicts));
+    let rules = loaded
+        .iter()
+        .map(|s| (s.name.clone(), s.rules.join(", ")))
+        .collect();
+    print!("{}", report::render(format, &verdicts, &rules));
     if verdicts
         .iter()
         .any(|v| matches!(v.outcome, Outcome::Fail(_)))

@@ -41,6 +41,7 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
     }
     if let Some(spec) = kernels.iter().find(|spec| spec.name == kernel::DEFAULT) {
         trials.push(wrong_expectation_trial(&project, spec)?);
+        trials.push(shell_trial(spec));
     }
     Ok(trials)
 }
@@ -89,4 +90,43 @@ fn wrong_expectation_trial(project: &Project, spec: &KernelSpec) -> anyhow::Resu
             Ok(())
         },
     ))
+}
+
+/// `klp-harness shell` runs the steps up to the one asked for, then passes
+/// what comes on stdin to a shell on the serial console.
+fn shell_trial(spec: &KernelSpec) -> Trial {
+    let kernel = spec.name.clone();
+    Trial::test(
+        format!("harness::shell-stops-after-step::{kernel}"),
+        move || {
+            use std::io::Write;
+            use std::process::{Command, Stdio};
+            let mut child = Command::new(env!("CARGO_BIN_EXE_klp-harness"))
+                .args([
+                    "shell",
+                    "transitions/blocked-then-released",
+                    "--kernel",
+                    &kernel,
+                ])
+                .args(["--until-step", "3"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            child.stdin.take().unwrap().write_all(
+                b"echo transition=$(cat /sys/kernel/livepatch/klp_cumul_v1/transition)\n",
+            )?;
+            let output = child.wait_with_output()?;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if !output.status.success() || !stderr.contains("3 of 6 steps run") {
+                return Err(format!("shell failed ({}):\n{stderr}", output.status).into());
+            }
+            // Step 3 loads the patch while the target is parked: still in transition.
+            if !stdout.contains("\ntransition=1") {
+                return Err(format!("no `transition=1` on the console:\n{stdout}").into());
+            }
+            Ok(())
+        },
+    )
 }

@@ -27,6 +27,10 @@ if [ -z "$control" ]; then
 	echo "klp-harness: no virtio port klp.control (CONFIG_VIRTIO_CONSOLE?)" > /dev/kmsg
 	reboot -f
 fi
+# `klp-harness shell` hands the console to a person: give them a shell there.
+if grep -qw klp.shell /proc/cmdline; then
+	setsid cttyhack sh -l &
+fi
 # A port takes one opener, hence one read-write open. It is not a tty: the shell is non-interactive, with no prompt and no
 # echo, and prints nothing but what the harness's commands print.
 exec sh -c 'printf "KLP-READY %s\n" "$0"; exec sh' "$uptime" <>"$control" >&0 2>&0

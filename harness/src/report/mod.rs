@@ -1,6 +1,98 @@
-//! verdicts ──> terminal table.
+//! verdicts ──> terminal table, JSON for tools, or a Markdown kernel ×
+//! scenario table for README.md.
 
 use crate::scenario::{Outcome, Verdict};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Markdown,
+}
+
+pub fn render(format: Format, verdicts: &[Verdict], rules: &BTreeMap<String, String>) -> String {
+    match format {
+        Format::Table => table(verdicts),
+        Format::Json => json(verdicts),
+        Format::Markdown => markdown(verdicts, rules),
+    }
+}
+
+#[derive(Serialize)]
+struct JsonVerdict<'a> {
+    scenario: &'a str,
+    kernel: &'a str,
+    /// pass, fail or n/a.
+    result: &'static str,
+    /// Why it failed or does not apply.
+    reason: Option<&'a str>,
+    seconds: f64,
+    accel: Option<&'static str>,
+    ready_seconds: Option<f64>,
+    init_uptime_seconds: Option<f64>,
+    artifacts: String,
+}
+
+fn json(verdicts: &[Verdict]) -> String {
+    let rows: Vec<JsonVerdict> = verdicts
+        .iter()
+        .map(|v| {
+            let (result, reason) = match &v.outcome {
+                Outcome::Pass => ("pass", None),
+                Outcome::Fail(why) => ("fail", Some(why.as_str())),
+                Outcome::NotApplicable(why) => ("n/a", Some(why.as_str())),
+            };
+            JsonVerdict {
+                scenario: &v.scenario,
+                kernel: &v.kernel,
+                result,
+                reason,
+                seconds: v.duration.as_secs_f64(),
+                accel: v.accel,
+                ready_seconds: v.boot.map(|b| b.ready.as_secs_f64()),
+                init_uptime_seconds: v.boot.map(|b| b.init_uptime.as_secs_f64()),
+                artifacts: v.artifacts.display().to_string(),
+            }
+        })
+        .collect();
+    serde_json::to_string_pretty(&rows).expect("verdicts serialise") + "\n"
+}
+
+/// One row per scenario (with the rules it checks), one column per kernel.
+fn markdown(verdicts: &[Verdict], rules: &BTreeMap<String, String>) -> String {
+    let mut kernels: Vec<&str> = Vec::new();
+    let mut scenarios: Vec<&str> = Vec::new();
+    for v in verdicts {
+        if !kernels.contains(&v.kernel.as_str()) {
+            kernels.push(&v.kernel);
+        }
+        if !scenarios.contains(&v.scenario.as_str()) {
+            scenarios.push(&v.scenario);
+        }
+    }
+    let mut out = format!("| rule | scenario | {} |\n", kernels.join(" | "));
+    out += &format!("|---|---|{}\n", "---|".repeat(kernels.len()));
+    for scenario in scenarios {
+        let cells: Vec<String> = kernels
+            .iter()
+            .map(|kernel| {
+                verdicts
+                    .iter()
+                    .find(|v| v.scenario == scenario && v.kernel == *kernel)
+                    .map_or("not run".to_string(), |v| match &v.outcome {
+                        Outcome::Pass => "pass".to_string(),
+                        Outcome::Fail(_) => "**FAIL**".to_string(),
+                        Outcome::NotApplicable(why) => format!("n/a: {}", why.replace('|', "\\|")),
+                    })
+            })
+            .collect();
+        let rule = rules.get(scenario).map_or("", String::as_str);
+        out += &format!("| {rule} | {scenario} | {} |\n", cells.join(" | "));
+    }
+    out
+}
 
 pub fn outcome_word(outcome: &Outcome) -> String {
     match outcome {
@@ -86,6 +178,28 @@ mod tests {
             boot: None,
             artifacts: Default::default(),
         }
+    }
+
+    #[test]
+    fn markdown_has_a_cell_for_every_kernel() {
+        let mut other = verdict(Outcome::NotApplicable(
+            "stack_order: kernel 6.1 < 6.14".into(),
+        ));
+        other.kernel = "k2".into();
+        let rules = [("s".to_string(), "R10".to_string())].into_iter().collect();
+        assert_eq!(
+            markdown(&[verdict(Outcome::Pass), other], &rules),
+            "| rule | scenario | k | k2 |\n|---|---|---|---|\n| R10 | s | pass | n/a: stack_order: kernel 6.1 < 6.14 |\n"
+        );
+    }
+
+    #[test]
+    fn json_names_result_and_reason() {
+        let parsed: serde_json::Value =
+            serde_json::from_str(&json(&[verdict(Outcome::Fail("boom".into()))])).unwrap();
+        assert_eq!(parsed[0]["result"], "fail");
+        assert_eq!(parsed[0]["reason"], "boom");
+        assert_eq!(parsed[0]["seconds"], 1.5);
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Reading and checking a scenario before any VM starts: every mistake is
 //! reported with file:line:column and what was expected.
 
-use super::model::{ScenarioFile, Step};
+use super::model::{Allow, ScenarioFile, Step};
 use crate::errno;
 use crate::fixture::{self, ExternalDir, Fixture, FixtureSource};
 use crate::kernel::features;
 use crate::project::Project;
 use crate::yaml::{Position, Spanned};
 use anyhow::{bail, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+const ACTIONS: &str = "load, disable, unload, wait, reverse, force, run, write, park, release";
 
 /// A checked scenario.
 #[derive(Debug)]
@@ -16,13 +19,38 @@ pub struct Scenario {
     pub name: String,
     pub file: PathBuf,
     pub description: String,
+    /// Coverage rules it checks, e.g. ["R2", "R4"].
+    pub rules: Vec<String>,
     pub kernels: Option<Vec<String>>,
     pub requires: Requirements,
     pub fixtures: Vec<Fixture>,
     /// Some fixture is built from the kernel's own source tree.
     pub needs_kernel_source: bool,
+    /// Steps in the order they run, repeat blocks unrolled.
     pub steps: Vec<CheckedStep>,
+    pub allow: Allowances,
 }
+
+/// Kernel log lines and taint flags a scenario tolerates.
+#[derive(Debug, Default)]
+pub struct Allowances {
+    pub taint: Vec<char>,
+    pub log: Vec<String>,
+}
+
+/// Taint flags any livepatch test sets: K (livepatch), O (built outside
+/// the kernel tree: every fixture is), E (unsigned module).
+pub const EXPECTED_TAINT: &[char] = &['K', 'O', 'E'];
+
+/// Rules of the coverage suite, R1 to R14 (README.md, "Rules").
+pub const RULES: u32 = 14;
+
+/// The fixture with the park knob that keeps transitions open.
+pub const BUSY_TARGET: &str = "klp_target";
+
+/// A step's number as the trace and messages show it: `4`, or `4[2].1` for
+/// the first step of a repeat block's second round.
+pub type StepLabel = String;
 
 /// A scenario's checked `requires`.
 #[derive(Debug, Default)]
@@ -33,6 +61,7 @@ pub struct Requirements {
 
 #[derive(Debug)]
 pub struct CheckedStep {
+    pub label: StepLabel,
     pub position: Position,
     pub action: Action,
     pub expected_errno: Option<String>,
@@ -50,6 +79,8 @@ pub enum Action {
     Force(String),
     Run(String),
     Write { path: String, value: String },
+    Park(String),
+    Release(String),
 }
 
 impl std::fmt::Display for Action {
@@ -63,11 +94,12 @@ impl std::fmt::Display for Action {
             Action::Force(name) => write!(f, "force {name}"),
             Action::Run(command) => write!(f, "run `{command}`"),
             Action::Write { path, value } => write!(f, "write {value:?} to {path}"),
+            Action::Park(name) => write!(f, "park {name}"),
+            Action::Release(name) => write!(f, "release {name}"),
         }
     }
 }
 
-/// Scenario name: its path under scenarios/ without `.yaml`.
 /// Scenario name: its path under scenarios/ without `.yaml`, or the file
 /// stem for a scenario kept elsewhere.
 pub fn scenario_name(project: &Project, file: &Path) -> String {
@@ -124,6 +156,19 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
             Some(names.iter().map(|name| name.value.clone()).collect())
         }
     };
+
+    let mut rules = Vec::new();
+    for rule in &raw.rules {
+        let number: Option<u32> = rule.value.strip_prefix('R').and_then(|n| n.parse().ok());
+        if !number.is_some_and(|n| (1..=RULES).contains(&n)) {
+            bail!(
+                "{}: unknown rule {:?}; expected R1 to R{RULES}",
+                at(&rule.referenced),
+                rule.value
+            );
+        }
+        rules.push(rule.value.clone());
+    }
 
     let mut requires = Requirements::default();
     if let Some(version) = &raw.requires.min_version {
@@ -199,22 +244,171 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         bail!("{}: a scenario needs at least one step", file.display());
     }
     let mut steps = Vec::new();
-    for step in raw.steps {
-        steps.push(check_step(file, step, &fixtures)?);
-    }
+    check_steps(file, raw.steps, &fixtures, "", &mut steps)?;
+    check_order(&steps)?;
+    let allow = check_allow(file, &raw.allow)?;
     Ok(Scenario {
         name: scenario_name(project, file),
         file: file.to_path_buf(),
         description: raw.description,
+        rules,
         kernels,
         requires,
         fixtures,
         needs_kernel_source,
         steps,
+        allow,
     })
 }
 
-fn check_step(file: &Path, step: Spanned<Step>, fixtures: &[Fixture]) -> Result<CheckedStep> {
+fn check_allow(file: &Path, allow: &Allow) -> Result<Allowances> {
+    let mut taint = Vec::new();
+    for flag in &allow.taint {
+        match flag.value.chars().collect::<Vec<_>>().as_slice() {
+            [letter] if TAINT_FLAGS.contains(letter) => taint.push(*letter),
+            _ => bail!(
+                "{}: unknown taint flag {:?}; expected one letter of {}",
+                Position::new(file, &flag.referenced),
+                flag.value,
+                TAINT_FLAGS.iter().collect::<String>()
+            ),
+        }
+    }
+    Ok(Allowances {
+        taint,
+        log: allow.log.iter().map(|line| line.value.clone()).collect(),
+    })
+}
+
+/// Taint flags by bit (Documentation/admin-guide/tainted-kernels.rst).
+pub const TAINT_FLAGS: &[char] = &[
+    'P', 'F', 'S', 'R', 'M', 'B', 'U', 'D', 'A', 'W', 'C', 'I', 'O', 'E', 'L', 'K', 'X', 'T', 'N',
+    'J',
+];
+
+/// Check the steps of one block and append them, unrolling repeat blocks.
+fn check_steps(
+    file: &Path,
+    block: Vec<Spanned<Step>>,
+    fixtures: &[Fixture],
+    prefix: &str,
+    out: &mut Vec<CheckedStep>,
+) -> Result<()> {
+    for (index, mut step) in block.into_iter().enumerate() {
+        let label = format!("{prefix}{}", index + 1);
+        let position = Position::new(file, &step.referenced);
+        match (step.value.repeat.take(), step.value.steps.take()) {
+            (None, None) => out.push(check_step(file, step, fixtures, label)?),
+            (Some(count), Some(body)) => {
+                if count.value == 0 {
+                    bail!(
+                        "{}: `repeat: 0` runs nothing; expected a count of 1 or more",
+                        Position::new(file, &count.referenced)
+                    );
+                }
+                if body.is_empty() {
+                    bail!(
+                        "{position}: `repeat` has no steps; expected a list of steps under `steps`"
+                    );
+                }
+                if let Some(field) = step_action_fields(&step.value).first() {
+                    bail!("{position}: a `repeat` step cannot also {field}; put it inside `steps`");
+                }
+                for round in 1..=count.value {
+                    check_steps(
+                        file,
+                        body.clone(),
+                        fixtures,
+                        &format!("{label}[{round}]."),
+                        out,
+                    )?;
+                }
+            }
+            (Some(count), None) => bail!(
+                "{}: `repeat` needs `steps`, the block to repeat",
+                Position::new(file, &count.referenced)
+            ),
+            (None, Some(_)) => {
+                bail!("{position}: `steps` inside a step needs `repeat`, the number of rounds")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names of the action fields set on a step.
+fn step_action_fields(step: &Step) -> Vec<&'static str> {
+    [
+        ("load", step.load.is_some()),
+        ("disable", step.disable.is_some()),
+        ("unload", step.unload.is_some()),
+        ("wait", step.wait.is_some()),
+        ("reverse", step.reverse.is_some()),
+        ("force", step.force.is_some()),
+        ("run", step.run.is_some()),
+        ("write", step.write.is_some()),
+        ("park", step.park.is_some()),
+        ("release", step.release.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect()
+}
+
+/// Reject step orders that cannot work: loading a module that is already
+/// loaded, or acting on one that is not. A step expected to fail changes
+/// nothing; `run` steps are not followed.
+fn check_order(steps: &[CheckedStep]) -> Result<()> {
+    let mut loaded: BTreeMap<&str, &Position> = BTreeMap::new();
+    let mut unloaded_at: BTreeMap<&str, &Position> = BTreeMap::new();
+    for step in steps {
+        let succeeds = step.expected_errno.is_none();
+        let at = &step.position;
+        match &step.action {
+            Action::Load(name) => {
+                if let Some(before) = loaded.get(name.as_str()) {
+                    if succeeds {
+                        bail!("{at}: step {} loads {name}, which step at {before} already loaded; expected an `unload: {name}` between them, or `error: EEXIST`", step.label);
+                    }
+                } else if succeeds {
+                    loaded.insert(name, at);
+                }
+            }
+            Action::Unload(name)
+            | Action::Disable(name)
+            | Action::Wait(name)
+            | Action::Reverse(name)
+            | Action::Force(name)
+            | Action::Park(name)
+            | Action::Release(name) => {
+                if !loaded.contains_key(name.as_str()) && succeeds {
+                    let why = match unloaded_at.get(name.as_str()) {
+                        Some(before) => format!("step at {before} unloaded it"),
+                        None => "no earlier step loads it".to_string(),
+                    };
+                    bail!(
+                        "{at}: step {} `{}` needs {name} loaded, but {why}; expected a `load: {name}` before it",
+                        step.label,
+                        step.action
+                    );
+                }
+                if matches!(step.action, Action::Unload(_)) && succeeds {
+                    loaded.remove(name.as_str());
+                    unloaded_at.insert(name, at);
+                }
+            }
+            Action::Run(_) | Action::Write { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_step(
+    file: &Path,
+    step: Spanned<Step>,
+    fixtures: &[Fixture],
+    label: StepLabel,
+) -> Result<CheckedStep> {
     let position = Position::new(file, &step.referenced);
     let step = step.value;
     type MakeAction = fn(String) -> Action;
@@ -234,15 +428,17 @@ fn check_step(file: &Path, step: Spanned<Step>, fixtures: &[Fixture]) -> Result<
             },
             false,
         ),
+        (&step.park, Action::Park, false),
+        (&step.release, Action::Release, false),
     ]
     .into_iter()
     .filter_map(|(field, make, needs_livepatch)| field.as_ref().map(|f| (f, make, needs_livepatch)))
     .collect();
     let (target, make, needs_livepatch) = match candidates.as_slice() {
         [one] => *one,
-        [] => bail!("{position}: step has no action; expected one of: load, disable, unload, wait, reverse, force, run, write"),
+        [] => bail!("{position}: step has no action; expected one of: {ACTIONS}, or repeat"),
         [_, second, ..] => bail!(
-            "{}: step has more than one action; expected exactly one of: load, disable, unload, wait, reverse, force, run, write",
+            "{}: step has more than one action; expected exactly one of: {ACTIONS}",
             Position::new(file, &second.0.referenced)
         ),
     };
@@ -271,6 +467,13 @@ fn check_step(file: &Path, step: Spanned<Step>, fixtures: &[Fixture]) -> Result<
                     .join(", ")
             );
         };
+        if matches!(action, Action::Park(_) | Action::Release(_)) && fixture.name != BUSY_TARGET {
+            bail!(
+                "{}: {:?} has no busy thread to park; expected {BUSY_TARGET}",
+                Position::new(file, &target.referenced),
+                target.value
+            );
+        }
         if needs_livepatch && !fixture.is_livepatch() {
             bail!(
                 "{}: {:?} is a plain module, not a livepatch; expected a livepatch fixture",
@@ -290,6 +493,7 @@ fn check_step(file: &Path, step: Spanned<Step>, fixtures: &[Fixture]) -> Result<
         }
     }
     Ok(CheckedStep {
+        label,
         position,
         action,
         expected_errno: step.error.map(|e| e.value),
@@ -326,7 +530,7 @@ mod tests {
     #[test]
     fn misspelt_top_level_key() {
         let err = error_of("description: d\nfixture: [klp_target]\nsteps: []\n");
-        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, kernels, requires, fixtures, external, steps");
+        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, rules, kernels, requires, fixtures, external, steps, allow");
     }
 
     #[test]
@@ -458,6 +662,139 @@ mod tests {
             error_of("description: d\nfixtures: []\nsteps: []\n"),
             "s.yaml: a scenario needs at least one step"
         );
+    }
+
+    #[test]
+    fn repeat_zero_times() {
+        let err = error_of(&format!(
+            "{HEAD}  - repeat: 0\n    steps:\n      - load: klp_target\n"
+        ));
+        assert!(
+            err.starts_with("s.yaml:4:13: `repeat: 0` runs nothing; expected a count of 1 or more"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn repeat_without_steps() {
+        let err = error_of(&format!("{HEAD}  - repeat: 2\n"));
+        assert_eq!(
+            err,
+            "s.yaml:4:13: `repeat` needs `steps`, the block to repeat"
+        );
+    }
+
+    #[test]
+    fn repeat_with_an_action_of_its_own() {
+        let err = error_of(&format!(
+            "{HEAD}  - repeat: 2\n    load: klp_target\n    steps:\n      - unload: klp_target\n"
+        ));
+        assert!(
+            err.starts_with("s.yaml:4:5: a `repeat` step cannot also load"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn repeated_load_without_unload_is_caught_in_round_two() {
+        let err = error_of(&format!(
+            "{HEAD}  - repeat: 3\n    steps:\n      - load: klp_target\n"
+        ));
+        assert!(
+            err.starts_with(
+                "s.yaml:6:9: step 1[2].1 loads klp_target, which step at s.yaml:6:9 already loaded"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn repeat_unrolls_with_labels() {
+        let text = format!(
+            "{HEAD}  - load: klp_target\n  - repeat: 2\n    steps:\n      - load: klp_cumul_v1\n      - disable: klp_cumul_v1\n      - unload: klp_cumul_v1\n"
+        );
+        let scenario = parse(&project(), Path::new("s.yaml"), &text).unwrap();
+        let labels: Vec<&str> = scenario.steps.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["1", "2[1].1", "2[1].2", "2[1].3", "2[2].1", "2[2].2", "2[2].3"]
+        );
+    }
+
+    #[test]
+    fn unloading_what_was_never_loaded() {
+        let err = error_of(&format!("{HEAD}  - unload: klp_cumul_v1\n"));
+        assert!(
+            err.starts_with("s.yaml:4:5: step 1 `unload klp_cumul_v1` needs klp_cumul_v1 loaded, but no earlier step loads it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn disabling_after_unload() {
+        let err = error_of(&format!(
+            "{HEAD}  - load: klp_cumul_v1\n  - unload: klp_cumul_v1\n  - disable: klp_cumul_v1\n"
+        ));
+        assert!(
+            err.starts_with("s.yaml:6:5: step 3 `disable klp_cumul_v1` needs klp_cumul_v1 loaded, but step at s.yaml:5:5 unloaded it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_load_expected_to_fail_loads_nothing() {
+        let text =
+            format!("{HEAD}  - load: klp_cumul_v1\n    error: EINVAL\n  - unload: klp_cumul_v1\n");
+        let err = error_of(&text);
+        assert!(
+            err.starts_with("s.yaml:6:5: step 2 `unload klp_cumul_v1` needs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parking_a_module_without_a_busy_thread() {
+        let err = error_of(&format!(
+            "{HEAD}  - load: klp_cumul_v1\n  - park: klp_cumul_v1\n"
+        ));
+        assert!(
+            err.starts_with(
+                "s.yaml:5:11: \"klp_cumul_v1\" has no busy thread to park; expected klp_target"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parking_before_the_target_is_loaded() {
+        let err = error_of(&format!("{HEAD}  - park: klp_target\n"));
+        assert!(
+            err.starts_with("s.yaml:4:5: step 1 `park klp_target` needs klp_target loaded"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_taint_flag() {
+        let err = error_of(
+            "description: d\nallow: {taint: [WX]}\nfixtures: []\nsteps:\n  - run: 'true'\n",
+        );
+        assert!(
+            err.starts_with("s.yaml:2:17: unknown taint flag \"WX\"; expected one letter of PFSRMBUDAWCIOELKXTNJ"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_rule() {
+        let err = error_of("description: d\nrules: [R2, R15]\nfixtures: []\nsteps: []\n");
+        assert_eq!(err, "s.yaml:2:13: unknown rule \"R15\"; expected R1 to R14");
+    }
+
+    #[test]
+    fn write_without_value() {
+        let err = error_of(&format!("{HEAD}  - write: /proc/sys/kernel/printk\n"));
+        assert_eq!(err, "s.yaml:4:5: `write` needs a `value` to write");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! scenario YAML ──> steps ──> observations ──> verdict.
 
+mod artifacts;
 mod load;
 pub mod model;
 mod observe;
 mod run;
 
+pub use artifacts::rerun_command;
 pub use load::{load, parse, scenario_files, scenario_name, Action, Scenario};
 
 use crate::cache::Cache;
@@ -13,7 +15,7 @@ use crate::kernel::{features, KernelSpec};
 use crate::project::Project;
 use crate::vm::{Vm, VmConfig};
 use crate::{fixture, host, image, kernel, vm};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,13 @@ impl Timeouts {
             transition: seconds("KLP_HARNESS_TRANSITION_TIMEOUT", 15),
         }
     }
+}
+
+/// The JSON Schema of scenario files, as kept in schema/scenario.schema.json
+/// for editors (e.g. yaml-language-server).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(model::ScenarioFile);
+    serde_json::to_string_pretty(&schema).expect("a schema serialises") + "\n"
 }
 
 pub fn artifacts_dir(project: &Project, scenario: &str, kernel: &str) -> PathBuf {
@@ -128,7 +137,11 @@ pub fn execute(
         return verdict;
     }
     if let Err(err) = execute_inner(project, cache, scenario, spec, &mut verdict) {
-        verdict.outcome = Outcome::Fail(format!("{err:#}\n(logs: {})", artifacts.display()));
+        verdict.outcome = Outcome::Fail(format!(
+            "{err:#}\n(logs: {}; re-run: {})",
+            artifacts.display(),
+            rerun_command(project, scenario, &spec.name)
+        ));
     }
     verdict.duration = started.elapsed();
     verdict
@@ -141,11 +154,42 @@ fn execute_inner(
     spec: &KernelSpec,
     verdict: &mut Verdict,
 ) -> Result<()> {
+    let Some(mut guest) = boot(project, cache, scenario, spec, verdict, false)? else {
+        return Ok(());
+    };
+    let mut trace = String::new();
+    let result = run::run_steps(
+        &mut guest,
+        scenario,
+        &scenario.steps,
+        run::Settings::new(&verdict.artifacts),
+        &mut trace,
+    );
+    std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;
+    match result {
+        Ok(()) => guest.shutdown(),
+        Err(err) => {
+            guest.vm.kill();
+            Err(err)
+        }
+    }
+}
+
+/// Build what the scenario needs and boot the guest; None (with the
+/// verdict set) when the scenario does not apply to the kernel.
+fn boot(
+    project: &Project,
+    cache: &Cache,
+    scenario: &Scenario,
+    spec: &KernelSpec,
+    verdict: &mut Verdict,
+    interactive: bool,
+) -> Result<Option<Guest>> {
     host::ensure(host::SCENARIO_TOOLS, &cache.root().join("locks"))?;
     let kernel = kernel::prepare(spec, cache)?;
     if let Some(reason) = applicability(scenario, spec, Some(&kernel.version)) {
         verdict.outcome = Outcome::NotApplicable(reason);
-        return Ok(());
+        return Ok(None);
     }
     let (support, built) = fixture::build_all(project, &scenario.fixtures, &kernel, cache)?;
     let mut boot_modules = kernel.boot_modules.clone();
@@ -163,6 +207,16 @@ fn execute_inner(
     }
     std::fs::create_dir_all(&verdict.artifacts)
         .with_context(|| format!("cannot create {}", verdict.artifacts.display()))?;
+    artifacts::write_sources(
+        project,
+        &scenario.fixtures,
+        kernel.source.as_deref(),
+        &verdict.artifacts.join("fixtures"),
+    )?;
+    std::fs::write(
+        verdict.artifacts.join("rerun.sh"),
+        artifacts::rerun_script(project, scenario, &spec.name),
+    )?;
     let timeouts = Timeouts::from_env();
     let accel = vm::choose_accel(&kernel.bzimage, &cache.root().join("probe"));
     verdict.accel = Some(accel.name());
@@ -173,27 +227,76 @@ fn execute_inner(
         memory_mb: 512,
         cpus: 2,
         accel,
+        interactive,
     };
     let vm = Vm::start(&config)?;
-    let mut guest = Guest::attach(vm, timeouts.boot, timeouts.command)?;
+    let guest = Guest::attach(vm, timeouts.boot, timeouts.command)?;
     verdict.boot = Some(guest.boot);
+    Ok(Some(guest))
+}
+
+/// Boot the scenario's guest, run its steps up to and including `until`
+/// (a step number as the trace shows it; all steps when None), then hand
+/// the serial console to the user until they leave.
+pub fn shell(
+    project: &Project,
+    cache: &Cache,
+    scenario: &Scenario,
+    spec: &KernelSpec,
+    until: Option<&str>,
+) -> Result<()> {
+    let steps = match until {
+        None => &scenario.steps[..],
+        Some("0") => &[],
+        Some(label) => {
+            let Some(last) = scenario.steps.iter().position(|s| s.label == label) else {
+                let labels: Vec<&str> = scenario.steps.iter().map(|s| s.label.as_str()).collect();
+                bail!(
+                    "{} has no step {label}; expected 0 or one of: {}",
+                    scenario.file.display(),
+                    labels.join(", ")
+                );
+            };
+            &scenario.steps[..=last]
+        }
+    };
+    let mut verdict = Verdict {
+        scenario: scenario.name.clone(),
+        kernel: spec.name.clone(),
+        outcome: Outcome::Pass,
+        duration: Duration::ZERO,
+        accel: None,
+        boot: None,
+        artifacts: artifacts_dir(project, &scenario.name, &spec.name),
+    };
+    let Some(mut guest) = boot(project, cache, scenario, spec, &mut verdict, true)? else {
+        if let Outcome::NotApplicable(why) = verdict.outcome {
+            bail!("{} does not apply to {}: {why}", scenario.name, spec.name);
+        }
+        return Ok(());
+    };
     let mut trace = String::new();
     let result = run::run_steps(
         &mut guest,
         scenario,
-        run::Limits {
-            transition: timeouts.transition,
-        },
+        steps,
+        run::Settings::new(&verdict.artifacts),
         &mut trace,
     );
     std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;
-    match result {
-        Ok(()) => guest.shutdown(),
-        Err(err) => {
-            guest.vm.kill();
-            Err(err)
-        }
+    if let Err(err) = &result {
+        eprintln!("klp-harness: {err:#}\nThe guest stays up as the failing step left it.");
     }
+    eprintln!(
+        "klp-harness: {} on {}, {} of {} steps run; serial console follows \
+         (Ctrl-] leaves; logs in {})",
+        scenario.name,
+        spec.name,
+        steps.len(),
+        scenario.steps.len(),
+        verdict.artifacts.display()
+    );
+    vm::interact(&mut guest.vm)
 }
 
 #[cfg(test)]
@@ -212,6 +315,17 @@ mod tests {
             "description: d\nrequires: {requires}\nfixtures: []\nsteps:\n  - run: 'true'\n"
         );
         parse(&project, Path::new("s.yaml"), &text).unwrap()
+    }
+
+    #[test]
+    fn the_kept_json_schema_is_current() {
+        let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/scenario.schema.json");
+        let kept = std::fs::read_to_string(&kept).unwrap_or_default();
+        assert!(
+            kept == json_schema(),
+            "schema/scenario.schema.json is out of date; regenerate it with \
+             `cargo run -- schema > schema/scenario.schema.json`"
+        );
     }
 
     #[test]

@@ -1,31 +1,65 @@
 //! The scenario file format (`scenarios/*.yaml`).
 
+//!
+//! `Spanned` fields keep their file position for error messages; for the
+//! JSON Schema they are described as the value they wrap.
+
 use crate::yaml::Spanned;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "klp-harness scenario")]
 pub struct ScenarioFile {
     /// One line saying what the scenario shows.
     pub description: String,
+    /// The rules of the coverage suite it checks, R1 to R14 (see README.md).
+    #[schemars(with = "Vec<String>")]
+    #[serde(default)]
+    pub rules: Vec<Spanned<String>>,
     /// Kernels (names of `kernels/*.yaml`) to run on; all of them when absent.
     #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
     pub kernels: Option<Vec<Spanned<String>>>,
     /// What a kernel must offer for the scenario to apply; on other kernels
     /// it is reported as not applicable, with the reason.
     #[serde(default)]
     pub requires: Requires,
     /// Fixtures (names in `fixtures/`) to build and put into the guest.
+    #[schemars(with = "Vec<String>")]
     pub fixtures: Vec<Spanned<String>>,
     /// Modules built from a directory outside fixtures/, such as the
     /// kernel's samples/livepatch or the livepatch selftests' modules.
     #[serde(default)]
+    #[schemars(with = "Vec<External>")]
     pub external: Vec<Spanned<External>>,
+    #[schemars(with = "Vec<Step>")]
     pub steps: Vec<Spanned<Step>>,
+    /// Kernel log lines and taint flags this scenario expects, which would
+    /// otherwise fail it.
+    #[serde(default)]
+    pub allow: Allow,
 }
 
-#[derive(Debug, Deserialize)]
+/// Every scenario fails on a kernel warning, BUG, Oops, lockdep report or
+/// RCU stall, and on any taint flag other than K (livepatch), O (module
+/// built outside the tree) and E (unsigned module), unless allowed here.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    /// Taint flag letters, e.g. [W].
+    #[schemars(with = "Vec<String>")]
+    #[serde(default)]
+    pub taint: Vec<Spanned<String>>,
+    /// Fragments of kernel log lines that may appear, e.g. "WARNING: CPU:".
+    #[schemars(with = "Vec<String>")]
+    #[serde(default)]
+    pub log: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct External {
     /// `kernel:<path>` inside the kernel's source tree, or a directory
@@ -38,40 +72,65 @@ pub struct External {
     pub modules: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Requires {
     /// Lowest kernel version, e.g. "6.11".
+    #[schemars(with = "Option<String>")]
     pub min_version: Option<Spanned<String>>,
     /// Livepatch sysfs attributes the scenario reads, e.g. [stack_order].
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub sysfs: Vec<Spanned<String>>,
 }
 
 /// One action, with what must hold after it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     /// insmod a fixture; for a livepatch, then wait for its transition to end.
+    #[schemars(with = "Option<String>")]
     pub load: Option<Spanned<String>>,
     /// Write 0 to the patch's `enabled`, then wait for the transition to end.
+    #[schemars(with = "Option<String>")]
     pub disable: Option<Spanned<String>>,
     /// rmmod a fixture module.
+    #[schemars(with = "Option<String>")]
     pub unload: Option<Spanned<String>>,
     /// Wait for the named patch's transition to end.
+    #[schemars(with = "Option<String>")]
     pub wait: Option<Spanned<String>>,
     /// A guest shell command (escape hatch); must exit 0 unless `error` is set.
+    #[schemars(with = "Option<String>")]
     pub run: Option<Spanned<String>>,
     /// Reverse the patch's transition in flight: write the opposite of its
     /// current target to `enabled` (no wait; follow with `wait`).
+    #[schemars(with = "Option<String>")]
     pub reverse: Option<Spanned<String>>,
     /// Write 1 to the patch's `force`: complete its transition at once.
+    #[schemars(with = "Option<String>")]
     pub force: Option<Spanned<String>>,
     /// Write `value` to this sysfs file, e.g. a feature's `enabled` knob.
+    #[schemars(with = "Option<String>")]
     pub write: Option<Spanned<String>>,
     /// What `write` writes.
+    #[schemars(with = "Option<String>")]
     pub value: Option<Spanned<String>>,
+    /// Park klp_target's busy kthread inside klp_target_busy_wait(), which
+    /// keeps a transition of any patch replacing that function open.
+    #[schemars(with = "Option<String>")]
+    pub park: Option<Spanned<String>>,
+    /// Let the parked kthread leave klp_target_busy_wait().
+    #[schemars(with = "Option<String>")]
+    pub release: Option<Spanned<String>>,
+    /// Run `steps` this many times.
+    #[schemars(with = "Option<u32>")]
+    pub repeat: Option<Spanned<u32>>,
+    /// The block that `repeat` runs.
+    #[schemars(with = "Option<Vec<Step>>")]
+    pub steps: Option<Vec<Spanned<Step>>>,
     /// The action must fail with this errno (e.g. EINVAL) instead of succeeding.
+    #[schemars(with = "Option<String>")]
     pub error: Option<Spanned<String>>,
     /// Whether `load`/`disable` wait for the transition to end (default true).
     #[serde(default = "yes")]
@@ -85,31 +144,37 @@ fn yes() -> bool {
 }
 
 /// Assertions checked after a step.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// The patches under /sys/kernel/livepatch, bottom of the stack first.
+    #[schemars(with = "Option<Vec<String>>")]
     pub patches: Option<Spanned<Vec<String>>>,
     /// sysfs attributes of individual patches.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, PatchState>")]
     pub patch: BTreeMap<String, Spanned<PatchState>>,
     /// Target outputs: file under /sys/kernel/klp_target ──> its content.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub target: BTreeMap<String, Spanned<String>>,
     /// Any guest file (e.g. /proc/cmdline) ──> its content.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub files: BTreeMap<String, Spanned<String>>,
     /// Lines that the kernel logged during this step, in this order
     /// (other lines may come between them).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub log: Vec<Spanned<String>>,
     /// The feature table under /sys/kernel/klp_features, by feature id.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<u64, FeatureState>")]
     pub features: BTreeMap<u64, Spanned<FeatureState>>,
 }
 
 /// What /sys/kernel/klp_features/<id>/ shows; unset fields are not checked.
-#[derive(Debug, Default, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Default, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeatureState {
     pub name: Option<String>,
@@ -122,7 +187,7 @@ pub struct FeatureState {
     pub shadow: Option<u8>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Default, Deserialize, Clone, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchState {
     pub enabled: Option<u8>,

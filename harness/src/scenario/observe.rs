@@ -1,5 +1,6 @@
 //! Reading the guest's livepatch state and the kernel log.
 
+use super::load::TAINT_FLAGS;
 use super::model::{FeatureState, PatchState};
 use crate::guest::Guest;
 use anyhow::Result;
@@ -7,6 +8,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 const LIVEPATCH: &str = "/sys/kernel/livepatch";
+
+/// Every readable file under the livepatch, feature and target sysfs
+/// directories, one `path:value` per line.
+pub const SNAPSHOT_COMMAND: &str =
+    "grep -r . /sys/kernel/livepatch /sys/kernel/klp_features /sys/kernel/klp_target 2>/dev/null; true";
 
 /// Shell that waits (bounded) until the patch's `transition` is not 1;
 /// succeeds when the transition has ended or the patch has left sysfs.
@@ -121,16 +127,39 @@ fn read_attributes(
     ))
 }
 
-/// Ok if every wanted fragment appears in `log`, each on a later line than
-/// the one before; otherwise the first fragment not found.
-pub fn log_subsequence<'a>(log: &str, wanted: &[&'a str]) -> std::result::Result<(), &'a str> {
-    let mut lines = log.lines();
+/// None if every wanted fragment appears in `log`, each on a later line
+/// than the one before. Otherwise a diff: each fragment marked with the
+/// line that matched it or as missing, then the lines the step logged.
+pub fn log_diff(log: &str, wanted: &[&str]) -> Option<String> {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut next = 0;
+    let mut marks = Vec::new();
+    let mut missing = false;
     for fragment in wanted {
-        if !lines.any(|line| line.contains(fragment)) {
-            return Err(fragment);
+        let found = lines[next..]
+            .iter()
+            .position(|line| line.contains(fragment))
+            .map(|i| next + i);
+        match found {
+            Some(line) if !missing => {
+                marks.push(format!("  found    {fragment:?}  (line {})", line + 1));
+                next = line + 1;
+            }
+            _ => {
+                missing = true;
+                marks.push(format!("  MISSING  {fragment:?}"));
+            }
         }
     }
-    Ok(())
+    if !missing {
+        return None;
+    }
+    let mut diff = marks.join("\n");
+    diff.push_str("\nthis step logged:\n");
+    for (number, line) in lines.iter().enumerate() {
+        diff.push_str(&format!("  {:>3} | {line}\n", number + 1));
+    }
+    Some(diff.trim_end().to_string())
 }
 
 /// Logged by klp_enable_patch() on a kernel without reliable stack traces:
@@ -150,9 +179,25 @@ const SPLATS: &[&str] = &[
     NO_CONSISTENCY_MODEL,
 ];
 
-pub fn kernel_splat(log: &str) -> Option<&str> {
-    log.lines()
-        .find(|line| SPLATS.iter().any(|splat| line.contains(splat)))
+/// The first line that reports a warning or crash, other than the allowed ones.
+pub fn kernel_splat<'a>(log: &'a str, allowed: &[String]) -> Option<&'a str> {
+    log.lines().find(|line| {
+        SPLATS.iter().any(|splat| line.contains(splat))
+            && !allowed
+                .iter()
+                .any(|fragment| line.contains(fragment.as_str()))
+    })
+}
+
+/// The letters of /proc/sys/kernel/tainted's bit mask.
+pub fn taint_flags(mask: &str) -> Result<Vec<char>> {
+    let bits: u64 = mask
+        .parse()
+        .map_err(|_| anyhow::anyhow!("/proc/sys/kernel/tainted: {mask:?} is not a number"))?;
+    Ok((0..64)
+        .filter(|bit| bits & (1 << bit) != 0)
+        .map(|bit| TAINT_FLAGS.get(bit).copied().unwrap_or('?'))
+        .collect())
 }
 
 #[cfg(test)]
@@ -173,14 +218,32 @@ mod tests {
     #[test]
     fn log_lines_must_come_in_order() {
         let log = "a one\nb two\nc three\n";
-        assert_eq!(log_subsequence(log, &["one", "three"]), Ok(()));
-        assert_eq!(log_subsequence(log, &["three", "one"]), Err("one"));
-        assert_eq!(log_subsequence(log, &["four"]), Err("four"));
+        assert_eq!(log_diff(log, &["one", "three"]), None);
+        assert_eq!(
+            log_diff(log, &["three", "one"]).unwrap(),
+            "  found    \"three\"  (line 3)\n  MISSING  \"one\"\nthis step logged:\n    1 | a one\n    2 | b two\n    3 | c three"
+        );
+        assert!(log_diff(log, &["four"])
+            .unwrap()
+            .starts_with("  MISSING  \"four\"\n"));
     }
 
     #[test]
     fn splats_are_found() {
-        assert!(kernel_splat("[ 1.0] ok\n[ 2.0] BUG: unable to handle page fault\n").is_some());
-        assert!(kernel_splat("[ 1.0] livepatch: enabling patch 'x'\n").is_none());
+        let oops = "[ 1.0] ok\n[ 2.0] BUG: unable to handle page fault\n";
+        assert!(kernel_splat(oops, &[]).is_some());
+        assert!(kernel_splat(oops, &["unable to handle".into()]).is_none());
+        assert!(kernel_splat("[ 1.0] livepatch: enabling patch 'x'\n", &[]).is_none());
+    }
+
+    #[test]
+    fn taint_mask_becomes_letters() {
+        // K (bit 15) + O (12) + E (13) + W (9).
+        assert_eq!(
+            taint_flags(&((1 << 15) | (1 << 12) | (1 << 13) | (1 << 9)).to_string()).unwrap(),
+            ['W', 'O', 'E', 'K']
+        );
+        assert_eq!(taint_flags("0").unwrap(), []);
+        assert!(taint_flags("x").is_err());
     }
 }

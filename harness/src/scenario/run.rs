@@ -1,6 +1,6 @@
 //! scenario ──> steps ──> observations ──> verdict, in one booted guest.
 
-use super::load::{Action, CheckedStep, Scenario};
+use super::load::{Action, CheckedStep, Scenario, EXPECTED_TAINT};
 use super::model::{FeatureState, PatchState};
 use super::observe;
 use crate::errno;
@@ -8,6 +8,7 @@ use crate::fixture;
 use crate::guest::Guest;
 use anyhow::{anyhow, bail, Result};
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Limits that keep a stuck guest from stalling a run.
@@ -16,35 +17,79 @@ pub struct Limits {
     pub transition: Duration,
 }
 
+pub struct Settings {
+    pub limits: Limits,
+    /// Where the sysfs snapshot after each step goes.
+    pub snapshots: PathBuf,
+}
+
+impl Settings {
+    pub fn new(artifacts: &Path) -> Self {
+        Self {
+            limits: Limits {
+                transition: super::Timeouts::from_env().transition,
+            },
+            snapshots: artifacts.join("snapshots"),
+        }
+    }
+}
+
 /// Run every step; the first unmet expectation ends the scenario.
 pub fn run_steps(
     guest: &mut Guest,
     scenario: &Scenario,
-    limits: Limits,
+    steps: &[CheckedStep],
+    settings: Settings,
     trace: &mut String,
 ) -> Result<()> {
-    for (index, step) in scenario.steps.iter().enumerate() {
+    let limits = settings.limits;
+    std::fs::create_dir_all(&settings.snapshots)?;
+    for (order, step) in steps.iter().enumerate() {
         let _ = writeln!(
             trace,
             "== step {} ({}): {}",
-            index + 1,
-            step.position,
-            step.action
+            step.label, step.position, step.action
         );
-        run_step(guest, step, limits, trace).map_err(|err| {
+        let result = run_step(guest, step, limits, &scenario.allow.log, trace);
+        // Best effort: after a failure the guest may be gone.
+        let snapshot = guest
+            .run(observe::SNAPSHOT_COMMAND)
+            .map(|r| r.output)
+            .unwrap_or_else(|err| format!("no snapshot: {err:#}\n"));
+        // Run order first, so that a listing sorts; then the step's label.
+        let file = settings
+            .snapshots
+            .join(format!("{:03}-step-{}.txt", order + 1, step.label));
+        std::fs::write(&file, snapshot)?;
+        result.map_err(|err| {
             anyhow!(
                 "{}: step {} `{}`: {err:#}",
                 step.position,
-                index + 1,
+                step.label,
                 step.action
             )
         })?;
     }
+    // Boot messages belong to no step; look at the whole console once more.
     let log = guest.vm.console.text();
-    if let Some(line) = observe::kernel_splat(&log) {
+    if let Some(line) = observe::kernel_splat(&log, &scenario.allow.log) {
         bail!(
             "{}: the kernel logged a warning or crash: {line}",
             scenario.file.display()
+        );
+    }
+    let tainted = guest.run_ok("cat /proc/sys/kernel/tainted")?;
+    let unexpected: String = observe::taint_flags(tainted.trim())?
+        .into_iter()
+        .filter(|flag| !EXPECTED_TAINT.contains(flag) && !scenario.allow.taint.contains(flag))
+        .collect();
+    if !unexpected.is_empty() {
+        bail!(
+            "{}: the kernel is tainted {unexpected} (/proc/sys/kernel/tainted = {}); \
+             expected no flags beyond {} unless the scenario lists them under allow: taint",
+            scenario.file.display(),
+            tainted.trim(),
+            EXPECTED_TAINT.iter().collect::<String>()
         );
     }
     Ok(())
@@ -54,6 +99,7 @@ fn run_step(
     guest: &mut Guest,
     step: &CheckedStep,
     limits: Limits,
+    allowed_log: &[String],
     trace: &mut String,
 ) -> Result<()> {
     // Steps name fixtures by file; the kernel knows them by module name.
@@ -86,6 +132,8 @@ fn run_step(
             format!("echo {} > {}", shell_quote(value), shell_quote(path)),
             None,
         ),
+        Action::Park(_) => ("echo 1 > /sys/kernel/klp_target/park".to_string(), None),
+        Action::Release(_) => ("echo 0 > /sys/kernel/klp_target/park".to_string(), None),
     };
     let result = guest.run(&command)?;
     let _ = writeln!(
@@ -129,6 +177,9 @@ fn run_step(
     }
     let log = guest.kernel_log_since_last()?;
     trace.push_str(&log);
+    if let Some(line) = observe::kernel_splat(&log, allowed_log) {
+        bail!("the kernel logged a warning or crash: {}", line.trim());
+    }
     if let Some(line) = log
         .lines()
         .find(|line| line.contains(observe::NO_CONSISTENCY_MODEL))
@@ -191,11 +242,9 @@ fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Resul
         check_feature_state(*id, &expected.value, &found)?;
     }
     let wanted: Vec<&str> = expect.log.iter().map(|line| line.value.as_str()).collect();
-    if let Err(missing) = observe::log_subsequence(log, &wanted) {
+    if let Some(diff) = observe::log_diff(log, &wanted) {
         bail!(
-            "kernel log: expected a line containing {:?} (after the lines before it); this step logged:\n{}",
-            missing,
-            log.trim_end()
+            "kernel log: expected these lines in this order, other lines may come between:\n{diff}"
         );
     }
     Ok(())
@@ -306,7 +355,7 @@ fn compare(
 }
 
 /// Single-quote for the guest shell.
-fn shell_quote(text: &str) -> String {
+pub(super) fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 

@@ -51,6 +51,27 @@ impl Console {
         self.shared.0.lock().unwrap().text.clone()
     }
 
+    /// Wait until there is text beyond byte `from` and return it; None once
+    /// the console has closed with nothing more, or at the deadline.
+    pub fn wait_beyond(&self, from: usize, deadline: Instant) -> Option<String> {
+        let (lock, ready) = &*self.shared;
+        let mut state = lock.lock().unwrap();
+        loop {
+            if state.text.len() > from {
+                return Some(state.text[from..].to_string());
+            }
+            let now = Instant::now();
+            if state.closed || now >= deadline {
+                return None;
+            }
+            state = ready.wait_timeout(state, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.0.lock().unwrap().closed
+    }
+
     /// Wait until `needle` appears at or after byte `from`; returns the end of its line.
     pub fn wait_for(&self, needle: &str, from: usize, deadline: Instant) -> Option<usize> {
         let (lock, ready) = &*self.shared;

@@ -8,9 +8,11 @@
 
 mod accel;
 mod console;
+mod interact;
 
 pub use accel::Accel;
 pub use console::Console;
+pub use interact::interact;
 
 use anyhow::{bail, Context, Result};
 use std::os::unix::net::UnixStream;
@@ -33,6 +35,9 @@ pub struct VmConfig {
     pub memory_mb: u32,
     pub cpus: u32,
     pub accel: Accel,
+    /// Start a shell on ttyS0 too, and keep QEMU's stdin (the serial
+    /// console's input) for `klp-harness shell`.
+    pub interactive: bool,
 }
 
 pub struct Vm {
@@ -40,6 +45,8 @@ pub struct Vm {
     pub console: Console,
     console_thread: Option<JoinHandle<()>>,
     pub control: UnixStream,
+    /// Input of the serial console, for an interactive VM.
+    pub console_input: Option<std::process::ChildStdin>,
     pub accel: Accel,
     pub started: Instant,
     _socket_dir: tempfile::TempDir,
@@ -52,6 +59,9 @@ pub fn choose_accel(bzimage: &Path, cache_dir: &Path) -> Accel {
 
 /// Kernel command line: console on ttyS0 with every message, stop on panic.
 const APPEND: &str = "console=ttyS0 loglevel=8 panic=-1 rdinit=/init";
+
+/// Tells /init to start a shell on the console as well (see init.sh).
+const SHELL_FLAG: &str = "klp.shell";
 
 impl Vm {
     pub fn start(config: &VmConfig) -> Result<Self> {
@@ -81,7 +91,12 @@ impl Vm {
             .arg(&config.bzimage)
             .arg("-initrd")
             .arg(&config.initramfs)
-            .args(["-append", APPEND])
+            .arg("-append")
+            .arg(if config.interactive {
+                format!("{APPEND} {SHELL_FLAG}")
+            } else {
+                APPEND.to_string()
+            })
             .args([
                 "-chardev",
                 "stdio,id=console,signal=off",
@@ -95,7 +110,11 @@ impl Vm {
             ))
             .args(["-device", "virtio-serial-pci"])
             .args(["-device", "virtserialport,chardev=control,name=klp.control"])
-            .stdin(Stdio::null())
+            .stdin(if config.interactive {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(qemu_log);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
@@ -117,6 +136,7 @@ impl Vm {
             )
         })?;
         let stdout = child.stdout.take().expect("piped stdout");
+        let console_input = child.stdin.take();
         let log = std::fs::File::create(config.log_dir.join("console.log"))?;
         let (console, console_thread) = Console::capture(stdout, log);
         // QEMU waits for this connection before it starts the guest.
@@ -142,6 +162,7 @@ impl Vm {
             console,
             console_thread: Some(console_thread),
             control,
+            console_input,
             accel: config.accel,
             started,
             _socket_dir: socket_dir,
