@@ -54,6 +54,10 @@ pub fn from_message(output: &str) -> Option<&'static str> {
         .rev()
         .find(|line| !line.trim().is_empty())?
         .trim_end();
+    // busybox sh words ENOENT its own way when a redirection fails.
+    if last.ends_with(": nonexistent directory") {
+        return Some("ENOENT");
+    }
     ERRNOS
         .iter()
         .find(|(_, number)| last.ends_with(&description(*number)))
@@ -77,6 +81,10 @@ mod tests {
         assert_eq!(
             from_message("insmod: can't insert 'b.ko': No such device\n"),
             Some("ENODEV")
+        );
+        assert_eq!(
+            from_message("sh: can't create /sys/kernel/livepatch/a/enabled: nonexistent directory"),
+            Some("ENOENT")
         );
         assert_eq!(from_message("all fine"), None);
     }

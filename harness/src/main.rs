@@ -24,6 +24,9 @@ enum Command {
         /// kernel × scenario table README.md shows.
         #[arg(long, value_enum, default_value = "table")]
         format: report::Format,
+        /// How many guests run at once (default: one per CPU).
+        #[arg(long, short = 'j', default_value_t = scenario::default_jobs())]
+        jobs: usize,
         /// Scenario files or names (default: every scenario).
         scenarios: Vec<String>,
     },
@@ -88,8 +91,9 @@ fn real_main() -> Result<()> {
         Command::Run {
             kernel,
             format,
+            jobs,
             scenarios,
-        } => run(&project, &kernel, format, &scenarios),
+        } => run(&project, &kernel, format, jobs, &scenarios),
         Command::Check { scenarios } => {
             for file in scenario_files(&project, &scenarios)? {
                 let scenario = scenario::load(&project, &file)?;
@@ -157,6 +161,7 @@ fn run(
     project: &Project,
     kernels: &[String],
     format: report::Format,
+    jobs: usize,
     scenarios: &[String],
 ) -> Result<()> {
     let cache = Cache::from_env()?;
@@ -174,17 +179,23 @@ fn run(
         .iter()
         .map(|file| scenario::load(project, file))
         .collect::<Result<Vec<_>>>()?;
-    let mut verdicts = Vec::new();
-    for spec in &specs {
-        for scenario in &loaded {
-            eprintln!("klp-harness: {} on {}", scenario.name, spec.name);
-            let verdict = scenario::execute(project, &cache, scenario, spec);
-            if let Outcome::Fail(why) = &verdict.outcome {
-                eprintln!("FAIL {} on {}:\n{why}\n", verdict.scenario, verdict.kernel);
+    let runs: Vec<(&scenario::Scenario, &kernel::KernelSpec)> = specs
+        .iter()
+        .flat_map(|spec| loaded.iter().map(move |scenario| (scenario, spec)))
+        .collect();
+    let verdicts = scenario::execute_many(project, &cache, &runs, jobs, |verdict| {
+        match &verdict.outcome {
+            Outcome::Fail(why) => {
+                eprintln!("FAIL {} on {}:\n{why}\n", verdict.scenario, verdict.kernel)
             }
-            verdicts.push(verdict);
+            outcome => eprintln!(
+                "klp-harness: {} on {}: {}",
+                verdict.scenario,
+                verdict.kernel,
+                report::outcome_word(outcome)
+            ),
         }
-    }
+    });
     let rules = loaded
         .iter()
         .map(|s| (s.name.clone(), s.rules.join(", ")))

@@ -42,6 +42,18 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
     if let Some(spec) = kernels.iter().find(|spec| spec.name == kernel::DEFAULT) {
         trials.push(wrong_expectation_trial(&project, spec)?);
         trials.push(shell_trial(spec));
+        trials.push(must_fail_trial(
+            &project,
+            spec,
+            "panic",
+            "panic.yaml:6:5: step 1 `write \"c\" to /proc/sysrq-trigger`: the guest stopped",
+        ));
+        trials.push(must_fail_trial(
+            &project,
+            spec,
+            "taint",
+            "the kernel is tainted W (/proc/sys/kernel/tainted = ",
+        ));
     }
     Ok(trials)
 }
@@ -92,6 +104,32 @@ fn wrong_expectation_trial(project: &Project, spec: &KernelSpec) -> anyhow::Resu
     ))
 }
 
+/// A scenario in tests/data that must fail with a message containing `wanted`.
+fn must_fail_trial(
+    project: &Project,
+    spec: &KernelSpec,
+    name: &str,
+    wanted: &'static str,
+) -> Trial {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/{name}.yaml"));
+    let (project, spec) = (project.clone(), spec.clone());
+    Trial::test(format!("harness::{name}-fails::{}", spec.name), move || {
+        let loaded = scenario::load(&project, &file).map_err(|e| format!("{e:#}"))?;
+        let verdict = scenario::execute(&project, &Cache::from_env()?, &loaded, &spec);
+        let Outcome::Fail(why) = verdict.outcome else {
+            return Err(format!("expected a failure, got {:?}", verdict.outcome).into());
+        };
+        if !why.contains(wanted) {
+            return Err(format!("failure message lacks {wanted:?}:\n{why}").into());
+        }
+        let console = std::fs::read_to_string(verdict.artifacts.join("console.log"))?;
+        if !console.contains("Linux version") {
+            return Err("console.log does not hold the whole boot".into());
+        }
+        Ok(())
+    })
+}
+
 /// `klp-harness shell` runs the steps up to the one asked for, then passes
 /// what comes on stdin to a shell on the serial console.
 fn shell_trial(spec: &KernelSpec) -> Trial {
@@ -104,7 +142,7 @@ fn shell_trial(spec: &KernelSpec) -> Trial {
             let mut child = Command::new(env!("CARGO_BIN_EXE_klp-harness"))
                 .args([
                     "shell",
-                    "transitions/blocked-then-released",
+                    "rules/r07-blocked-transition/blocked-then-released",
                     "--kernel",
                     &kernel,
                 ])

@@ -167,6 +167,15 @@ pub struct Expect {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub log: Vec<Spanned<String>>,
+    /// What the step's own command printed (for `run`), without the final
+    /// newline.
+    #[schemars(with = "Option<String>")]
+    pub output: Option<Spanned<String>>,
+    /// Fragments that no line this step logged may contain, e.g. a
+    /// replaced patch's callbacks.
+    #[schemars(with = "Vec<String>")]
+    #[serde(default)]
+    pub not_logged: Vec<Spanned<String>>,
     /// The feature table under /sys/kernel/klp_features, by feature id.
     #[serde(default)]
     #[schemars(with = "BTreeMap<u64, FeatureState>")]

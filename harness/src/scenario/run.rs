@@ -175,6 +175,12 @@ fn run_step(
             }
         }
     }
+    if let Some(expected) = &step.expect.output {
+        let found = result.output.trim_end_matches('\n');
+        if found != expected.value {
+            bail!("output: expected {:?}, found {found:?}", expected.value);
+        }
+    }
     let log = guest.kernel_log_since_last()?;
     trace.push_str(&log);
     if let Some(line) = observe::kernel_splat(&log, allowed_log) {
@@ -246,6 +252,15 @@ fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Resul
         bail!(
             "kernel log: expected these lines in this order, other lines may come between:\n{diff}"
         );
+    }
+    for fragment in &expect.not_logged {
+        if let Some(line) = log.lines().find(|line| line.contains(&fragment.value)) {
+            bail!(
+                "kernel log: expected no line containing {:?}, found: {}",
+                fragment.value,
+                line.trim()
+            );
+        }
     }
     Ok(())
 }
