@@ -43,6 +43,26 @@ enum Command {
         #[arg(long)]
         until_step: Option<String>,
     },
+    /// Run one scenario on many kernels and show where it passes and fails.
+    Repro {
+        /// Scenario file or name.
+        scenario: String,
+        /// Kernels to run on (default: all).
+        #[arg(long, value_delimiter = ',', default_value = "all")]
+        kernels: Vec<String>,
+        /// How many guests run at once (default: one per CPU).
+        #[arg(long, short = 'j', default_value_t = scenario::default_jobs())]
+        jobs: usize,
+    },
+    /// Write a self-contained reproducer of a scenario: harness source,
+    /// kernel definitions, fixtures, the scenario and its last logs.
+    Bundle {
+        /// Scenario file or name.
+        scenario: String,
+        /// The .tar.gz to write.
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+    },
     /// Check scenario files without booting anything.
     Check { scenarios: Vec<String> },
     /// Print the JSON Schema of scenario files.
@@ -117,6 +137,18 @@ fn real_main() -> Result<()> {
                 until_step.as_deref(),
             )
         }
+        Command::Repro {
+            scenario,
+            kernels,
+            jobs,
+        } => repro(&project, &scenario, &kernels, jobs),
+        Command::Bundle { scenario, output } => {
+            let file = scenario_files(&project, &[scenario])?.remove(0);
+            let loaded = scenario::load(&project, &file)?;
+            klp_harness::bundle::write(&project, &loaded, &output)?;
+            println!("{}", output.display());
+            Ok(())
+        }
         Command::Schema => {
             print!("{}", scenario::json_schema());
             Ok(())
@@ -165,16 +197,7 @@ fn run(
     scenarios: &[String],
 ) -> Result<()> {
     let cache = Cache::from_env()?;
-    let specs = if kernels.iter().any(|k| k == "all") {
-        kernel::list(project)?
-    } else if kernels.is_empty() {
-        vec![kernel::find(project, kernel::DEFAULT)?]
-    } else {
-        kernels
-            .iter()
-            .map(|name| kernel::find(project, name))
-            .collect::<Result<_>>()?
-    };
+    let specs = selected_kernels(project, kernels)?;
     let loaded = scenario_files(project, scenarios)?
         .iter()
         .map(|file| scenario::load(project, file))
@@ -210,6 +233,38 @@ fn run(
     Ok(())
 }
 
+/// Kernels named on the command line: `all`, some names, or the default.
+fn selected_kernels(project: &Project, names: &[String]) -> Result<Vec<kernel::KernelSpec>> {
+    if names.iter().any(|k| k == "all") {
+        kernel::list(project)
+    } else if names.is_empty() {
+        Ok(vec![kernel::find(project, kernel::DEFAULT)?])
+    } else {
+        names
+            .iter()
+            .map(|name| kernel::find(project, name))
+            .collect()
+    }
+}
+
+fn repro(project: &Project, scenario: &str, kernels: &[String], jobs: usize) -> Result<()> {
+    let cache = Cache::from_env()?;
+    let file = scenario_files(project, &[scenario.to_string()])?.remove(0);
+    let loaded = scenario::load(project, &file)?;
+    let specs = selected_kernels(project, kernels)?;
+    let runs: Vec<_> = specs.iter().map(|spec| (&loaded, spec)).collect();
+    let verdicts = scenario::execute_many(project, &cache, &runs, jobs, |verdict| {
+        eprintln!(
+            "klp-harness: {} on {}: {}",
+            verdict.scenario,
+            verdict.kernel,
+            report::outcome_word(&verdict.outcome)
+        );
+    });
+    print!("{}", report::repro_table(&verdicts));
+    Ok(())
+}
+
 fn fixture_command(project: &Project, command: FixtureCommand) -> Result<()> {
     let mut names = fixture::names(project)?;
     match command {
@@ -230,14 +285,6 @@ fn fixture_command(project: &Project, command: FixtureCommand) -> Result<()> {
     Ok(())
 }
 
-fn kernel_specs(project: &Project, name: &str) -> Result<Vec<kernel::KernelSpec>> {
-    if name == "all" {
-        kernel::list(project)
-    } else {
-        Ok(vec![kernel::find(project, name)?])
-    }
-}
-
 fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
     match command {
         KernelCommand::List => {
@@ -247,14 +294,14 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
         }
         KernelCommand::Build { name } => {
             let cache = Cache::from_env()?;
-            for spec in kernel_specs(project, &name)? {
+            for spec in selected_kernels(project, &[name])? {
                 let kernel = kernel::prepare(&spec, &cache)?;
                 println!("{} {}", kernel.name, kernel.bzimage.display());
             }
         }
         KernelCommand::Show { name } => {
             let cache = Cache::from_env()?;
-            for spec in kernel_specs(project, &name)? {
+            for spec in selected_kernels(project, &[name])? {
                 let kernel = kernel::prepare(&spec, &cache)?;
                 let config = ContentHash::new()
                     .add_file("config", &kernel.config)?

@@ -42,6 +42,7 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
     if let Some(spec) = kernels.iter().find(|spec| spec.name == kernel::DEFAULT) {
         trials.push(wrong_expectation_trial(&project, spec)?);
         trials.push(shell_trial(spec));
+        trials.push(bundle_trial(spec));
         trials.push(must_fail_trial(
             &project,
             spec,
@@ -163,6 +164,60 @@ fn shell_trial(spec: &KernelSpec) -> Trial {
             // Step 3 loads the patch while the target is parked: still in transition.
             if !stdout.contains("\ntransition=1") {
                 return Err(format!("no `transition=1` on the console:\n{stdout}").into());
+            }
+            Ok(())
+        },
+    )
+}
+
+/// A bundle unpacked in an empty directory re-runs its scenario there, with
+/// nothing from this checkout: the data comes from the bundle alone.
+fn bundle_trial(spec: &KernelSpec) -> Trial {
+    let kernel = spec.name.clone();
+    Trial::test(
+        format!("harness::bundle-reruns-elsewhere::{kernel}"),
+        move || {
+            use std::process::Command;
+            let binary = env!("CARGO_BIN_EXE_klp-harness");
+            let scratch = tempfile::tempdir()?;
+            let archive = scratch.path().join("repro.tar.gz");
+            let status = Command::new(binary)
+                .args(["bundle", "rules/r02-cumulative/equal-version", "-o"])
+                .arg(&archive)
+                .status()?;
+            if !status.success() {
+                return Err("bundle failed".into());
+            }
+            let unpacked = scratch.path().join("unpacked");
+            std::fs::create_dir(&unpacked)?;
+            let tarball = flate2::read::GzDecoder::new(std::fs::File::open(&archive)?);
+            tar::Archive::new(tarball).unpack(&unpacked)?;
+            let root = std::fs::read_dir(&unpacked)?
+                .next()
+                .ok_or("empty bundle")??
+                .path();
+            let readme = std::fs::read_to_string(root.join("README.md"))?;
+            let command = "cargo run --release -- repro scenarios/rules/r02-cumulative/equal-version.yaml --kernels all";
+            if !readme.contains(command) {
+                return Err(format!("README lacks `{command}`:\n{readme}").into());
+            }
+            let output = Command::new(binary)
+                .current_dir(&root)
+                .env_remove("KLP_HARNESS_ROOT")
+                .args(["repro", "scenarios/rules/r02-cumulative/equal-version.yaml"])
+                .args(["--kernels", &kernel])
+                .output()?;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let row = stdout.lines().find(|line| line.starts_with(&kernel));
+            if row.is_none_or(|row| row.split_whitespace().nth(2) != Some("pass")) {
+                return Err(format!(
+                    "the unpacked bundle did not pass on {kernel}:\n{stdout}\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+                .into());
+            }
+            if !root.join("target/klp-harness/runs").is_dir() {
+                return Err("the re-run did not keep its logs inside the bundle".into());
             }
             Ok(())
         },

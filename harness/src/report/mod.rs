@@ -102,6 +102,72 @@ pub fn outcome_word(outcome: &Outcome) -> String {
     }
 }
 
+/// One scenario on many kernels: which pass and which fail, with the
+/// kernel versions, the view that says "broken since X, fixed in Y".
+pub fn repro_table(verdicts: &[Verdict]) -> String {
+    let rows: Vec<[String; 4]> = verdicts
+        .iter()
+        .map(|v| {
+            let detail = match &v.outcome {
+                Outcome::Pass => String::new(),
+                Outcome::Fail(why) => why.lines().next().unwrap_or("").to_string(),
+                Outcome::NotApplicable(why) => why.clone(),
+            };
+            let result = match v.outcome {
+                Outcome::Pass => "pass",
+                Outcome::Fail(_) => "FAIL",
+                Outcome::NotApplicable(_) => "n/a",
+            };
+            [
+                v.kernel.clone(),
+                v.kernel_version.clone().unwrap_or_else(|| "?".into()),
+                result.to_string(),
+                detail,
+            ]
+        })
+        .collect();
+    let header = ["kernel", "version", "result", "detail"].map(String::from);
+    let mut widths = [0; 3];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line = format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+        out += line.trim_end();
+        out.push('\n');
+    }
+    let names = |want: fn(&Outcome) -> bool| {
+        let list: Vec<&str> = verdicts
+            .iter()
+            .filter(|v| want(&v.outcome))
+            .map(|v| v.kernel.as_str())
+            .collect();
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.join(", ")
+        }
+    };
+    out += &format!(
+        "passes on: {}\nfails on: {}\n",
+        names(|o| *o == Outcome::Pass),
+        names(|o| matches!(o, Outcome::Fail(_)))
+    );
+    out
+}
+
 /// A plain-text table: scenario, kernel, result, time, accelerator, and the
 /// boot: QEMU start to guest ready, next to the kernel's uptime at /init.
 pub fn table(verdicts: &[Verdict]) -> String {
@@ -176,6 +242,7 @@ mod tests {
             duration: Duration::from_millis(1500),
             accel: Some("tcg"),
             boot: None,
+            kernel_version: Some("6.12.117".into()),
             artifacts: Default::default(),
         }
     }
@@ -190,6 +257,23 @@ mod tests {
         assert_eq!(
             markdown(&[verdict(Outcome::Pass), other], &rules),
             "| rule | scenario | k | k2 |\n|---|---|---|---|\n| R10 | s | pass | n/a: stack_order: kernel 6.1 < 6.14 |\n"
+        );
+    }
+
+    #[test]
+    fn repro_table_names_versions_and_first_failure_line() {
+        let mut old = verdict(Outcome::Fail(
+            "s.yaml:4:5: step 2: expected 1, found 0\nmore".into(),
+        ));
+        old.kernel = "src-5.10".into();
+        old.kernel_version = Some("5.10.262".into());
+        let table = repro_table(&[old, verdict(Outcome::Pass)]);
+        assert_eq!(
+            table,
+            "kernel    version   result  detail\n\
+             src-5.10  5.10.262  FAIL    s.yaml:4:5: step 2: expected 1, found 0\n\
+             k         6.12.117  pass\n\
+             passes on: k\nfails on: src-5.10\n"
         );
     }
 

@@ -34,8 +34,25 @@ pub struct Verdict {
     pub duration: Duration,
     pub accel: Option<&'static str>,
     pub boot: Option<BootTimes>,
+    /// The kernel's upstream version, once known.
+    pub kernel_version: Option<String>,
     /// Console log, QEMU log and step trace of this run.
     pub artifacts: PathBuf,
+}
+
+impl Verdict {
+    fn new(project: &Project, scenario: &Scenario, spec: &KernelSpec) -> Self {
+        Self {
+            scenario: scenario.name.clone(),
+            kernel: spec.name.clone(),
+            outcome: Outcome::Pass,
+            duration: Duration::ZERO,
+            accel: None,
+            boot: None,
+            kernel_version: spec.version_hint(),
+            artifacts: artifacts_dir(project, &scenario.name, &spec.name),
+        }
+    }
 }
 
 /// Bounds on waiting for the guest, from the environment or defaults
@@ -159,16 +176,8 @@ pub fn execute(
     spec: &KernelSpec,
 ) -> Verdict {
     let started = Instant::now();
-    let artifacts = artifacts_dir(project, &scenario.name, &spec.name);
-    let mut verdict = Verdict {
-        scenario: scenario.name.clone(),
-        kernel: spec.name.clone(),
-        outcome: Outcome::Pass,
-        duration: Duration::ZERO,
-        accel: None,
-        boot: None,
-        artifacts: artifacts.clone(),
-    };
+    let mut verdict = Verdict::new(project, scenario, spec);
+    let artifacts = verdict.artifacts.clone();
     if let Some(reason) = applicability(scenario, spec, spec.version_hint().as_deref()) {
         verdict.outcome = Outcome::NotApplicable(reason);
         return verdict;
@@ -224,6 +233,7 @@ fn boot(
 ) -> Result<Option<Guest>> {
     host::ensure(host::SCENARIO_TOOLS, &cache.root().join("locks"))?;
     let kernel = kernel::prepare(spec, cache)?;
+    verdict.kernel_version = Some(kernel.version.clone());
     if let Some(reason) = applicability(scenario, spec, Some(&kernel.version)) {
         verdict.outcome = Outcome::NotApplicable(reason);
         return Ok(None);
@@ -297,15 +307,7 @@ pub fn shell(
             &scenario.steps[..=last]
         }
     };
-    let mut verdict = Verdict {
-        scenario: scenario.name.clone(),
-        kernel: spec.name.clone(),
-        outcome: Outcome::Pass,
-        duration: Duration::ZERO,
-        accel: None,
-        boot: None,
-        artifacts: artifacts_dir(project, &scenario.name, &spec.name),
-    };
+    let mut verdict = Verdict::new(project, scenario, spec);
     let Some(mut guest) = boot(project, cache, scenario, spec, &mut verdict, true)? else {
         if let Outcome::NotApplicable(why) = verdict.outcome {
             bail!("{} does not apply to {}: {why}", scenario.name, spec.name);
