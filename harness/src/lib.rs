@@ -4,6 +4,7 @@
 //! Data flows one way through the modules:
 //! kernel ──> fixture ──> image ──> vm ──> guest ──> scenario ──> report.
 
+pub mod bench;
 pub mod bundle;
 pub mod cache;
 pub mod errno;

@@ -63,6 +63,24 @@ enum Command {
         #[arg(short, long)]
         output: std::path::PathBuf,
     },
+    /// Measure the harness's own costs on one kernel and print them.
+    Bench {
+        /// Kernel to measure on (default: debian-6.12).
+        #[arg(long, default_value = kernel::DEFAULT)]
+        kernel: String,
+        #[arg(long, default_value_t = 5)]
+        boots: usize,
+        #[arg(long, default_value_t = 100)]
+        round_trips: usize,
+        #[arg(long, default_value_t = 10)]
+        transitions: usize,
+        /// Also run every scenario on the kernel (warm cache) and report
+        /// the time spent outside the guests.
+        #[arg(long)]
+        suite: bool,
+        #[arg(long, short = 'j', default_value_t = scenario::default_jobs())]
+        jobs: usize,
+    },
     /// Check scenario files without booting anything.
     Check { scenarios: Vec<String> },
     /// Print the JSON Schema of scenario files.
@@ -147,6 +165,28 @@ fn real_main() -> Result<()> {
             let loaded = scenario::load(&project, &file)?;
             klp_harness::bundle::write(&project, &loaded, &output)?;
             println!("{}", output.display());
+            Ok(())
+        }
+        Command::Bench {
+            kernel,
+            boots,
+            round_trips,
+            transitions,
+            suite,
+            jobs,
+        } => {
+            let spec = kernel::find(&project, &kernel)?;
+            let options = klp_harness::bench::Options {
+                boots,
+                round_trips,
+                transitions,
+                suite,
+                jobs,
+            };
+            print!(
+                "{}",
+                klp_harness::bench::run(&project, &Cache::from_env()?, &spec, &options)?
+            );
             Ok(())
         }
         Command::Schema => {

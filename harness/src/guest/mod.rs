@@ -15,6 +15,53 @@ use std::time::{Duration, Instant};
 
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
 
+/// Why a command got no answer.
+#[derive(Debug, Clone, Copy)]
+enum Lost {
+    Timeout,
+    Stopped,
+}
+
+/// Read the control channel until `done` accepts what has arrived (it is
+/// asked after each complete line). rexpect's own expect sleeps 100 ms
+/// whenever nothing has matched yet, which would be most of a command's
+/// cost; this polls its reader every millisecond instead.
+fn poll_lines<T>(
+    session: &mut StreamSession<UnixStream>,
+    console: &crate::vm::Console,
+    deadline: Instant,
+    done: impl Fn(&str) -> Option<T>,
+) -> std::result::Result<T, Lost> {
+    let mut text = String::new();
+    loop {
+        while let Some(c) = session.try_read() {
+            text.push(c);
+            if c == '\n' {
+                if let Some(found) = done(&text) {
+                    return Ok(found);
+                }
+            }
+        }
+        // The console closes when QEMU exits.
+        if console.is_closed() {
+            return Err(Lost::Stopped);
+        }
+        if Instant::now() >= deadline {
+            return Err(Lost::Timeout);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// If `text` ends with the line `<marker><status>@@`, the output before it
+/// and the status.
+fn parse_marker(text: &str, marker: &str) -> Option<(String, i32)> {
+    let body = text.strip_suffix("@@\n")?;
+    let at = body.rfind(marker)?;
+    let status = body[at + marker.len()..].parse().ok()?;
+    Some((body[..at].to_string(), status))
+}
+
 #[derive(Debug, Clone)]
 pub struct CommandResult {
     pub status: i32,
@@ -58,22 +105,18 @@ impl Guest {
         let options = Options::new().timeout_ms(Some(command_timeout.as_millis() as u64));
         let mut session = StreamSession::new(reader, writer, options);
         let deadline = vm.started + boot_timeout;
-        let ready = loop {
-            match session.exp_regex(r"KLP-READY [0-9.]+\n") {
-                Ok((_, ready)) => break ready,
-                Err(rexpect::error::Error::Timeout { .. }) if Instant::now() < deadline => continue,
-                Err(rexpect::error::Error::Timeout { .. }) => {
-                    bail!("guest did not become ready within {boot_timeout:?}")
-                }
-                Err(_) => bail!(
-                    "guest stopped before it became ready:\n{}",
-                    console_tail(&vm)
-                ),
-            }
-        };
-        let uptime: f64 = ready.trim_end()["KLP-READY ".len()..]
-            .parse()
-            .unwrap_or(0.0);
+        let ready = poll_lines(&mut session, &vm.console, deadline, |text| {
+            let line = text.strip_suffix('\n')?.rsplit('\n').next()?;
+            line.starts_with("KLP-READY ").then(|| line.to_string())
+        })
+        .map_err(|why| match why {
+            Lost::Timeout => anyhow!("guest did not become ready within {boot_timeout:?}"),
+            Lost::Stopped => anyhow!(
+                "guest stopped before it became ready:\n{}",
+                console_tail(&vm)
+            ),
+        })?;
+        let uptime: f64 = ready["KLP-READY ".len()..].parse().unwrap_or(0.0);
         let boot = BootTimes {
             ready: vm.started.elapsed(),
             init_uptime: Duration::from_secs_f64(uptime),
@@ -100,13 +143,11 @@ impl Guest {
             .send(&framed)
             .context("cannot write to the guest")?;
         self.session.flush()?;
-        let (output, matched) = self
-            .session
-            .exp_regex(&format!("{marker}-?[0-9]+@@\n"))
-            .map_err(|err| self.lost(command, &err))?;
-        let status = matched[marker.len()..matched.len() - 3]
-            .parse()
-            .unwrap_or(-1);
+        let deadline = Instant::now() + self.command_timeout;
+        let (output, status) = poll_lines(&mut self.session, &self.vm.console, deadline, |text| {
+            parse_marker(text, &marker)
+        })
+        .map_err(|why| self.lost(command, why))?;
         Ok(CommandResult { status, output })
     }
 
@@ -123,12 +164,10 @@ impl Guest {
         Ok(result.output)
     }
 
-    fn lost(&self, command: &str, why: &rexpect::error::Error) -> anyhow::Error {
+    fn lost(&self, command: &str, why: Lost) -> anyhow::Error {
         let what = match why {
-            rexpect::error::Error::Timeout { .. } => {
-                format!("no answer within {:?}", self.command_timeout)
-            }
-            _ => "the guest stopped".to_string(),
+            Lost::Timeout => format!("no answer within {:?}", self.command_timeout),
+            Lost::Stopped => "the guest stopped".to_string(),
         };
         anyhow!(
             "{what} while running `{command}`; last console lines:\n{}",
@@ -157,5 +196,25 @@ impl Guest {
         self.session.send("reboot -f\n")?;
         self.session.flush()?;
         self.vm.wait_exit(Duration::from_secs(10))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_ends_the_output_and_carries_the_status() {
+        assert_eq!(
+            parse_marker("a\nb\n@@KLP-3-17@@\n", "@@KLP-3-"),
+            Some(("a\nb\n".to_string(), 17))
+        );
+        assert_eq!(
+            parse_marker("@@KLP-3--1@@\n", "@@KLP-3-"),
+            Some((String::new(), -1))
+        );
+        // An earlier command's marker, or a line that is not one.
+        assert_eq!(parse_marker("@@KLP-2-0@@\n", "@@KLP-3-"), None);
+        assert_eq!(parse_marker("text\n", "@@KLP-3-"), None);
     }
 }

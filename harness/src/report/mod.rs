@@ -243,6 +243,7 @@ mod tests {
             accel: Some("tcg"),
             boot: None,
             kernel_version: Some("6.12.117".into()),
+            guest_time: None,
             artifacts: Default::default(),
         }
     }

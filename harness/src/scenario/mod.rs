@@ -8,6 +8,8 @@ mod run;
 
 pub use artifacts::rerun_command;
 pub use load::{load, parse, scenario_files, scenario_name, Action, Scenario};
+pub use observe::wait_transition_command as wait_command;
+pub use run::{run_steps, Settings};
 
 use crate::cache::Cache;
 use crate::guest::{BootTimes, Guest};
@@ -36,6 +38,9 @@ pub struct Verdict {
     pub boot: Option<BootTimes>,
     /// The kernel's upstream version, once known.
     pub kernel_version: Option<String>,
+    /// From QEMU's start until it exited: the part of `duration` spent in
+    /// the guest.
+    pub guest_time: Option<Duration>,
     /// Console log, QEMU log and step trace of this run.
     pub artifacts: PathBuf,
 }
@@ -50,6 +55,7 @@ impl Verdict {
             accel: None,
             boot: None,
             kernel_version: spec.version_hint(),
+            guest_time: None,
             artifacts: artifacts_dir(project, &scenario.name, &spec.name),
         }
     }
@@ -212,12 +218,35 @@ fn execute_inner(
         &mut trace,
     );
     std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;
-    match result {
+    let started = guest.vm.started;
+    let stopped = match result {
         Ok(()) => guest.shutdown(),
         Err(err) => {
             guest.vm.kill();
             Err(err)
         }
+    };
+    verdict.guest_time = Some(started.elapsed());
+    stopped
+}
+
+/// Boot the guest a scenario would run in, without running its steps
+/// (for the benchmark).
+pub fn boot_guest(
+    project: &Project,
+    cache: &Cache,
+    scenario: &Scenario,
+    spec: &KernelSpec,
+) -> Result<Guest> {
+    let mut verdict = Verdict::new(project, scenario, spec);
+    match boot(project, cache, scenario, spec, &mut verdict, false)? {
+        Some(guest) => Ok(guest),
+        None => bail!(
+            "{} does not apply to {}: {:?}",
+            scenario.name,
+            spec.name,
+            verdict.outcome
+        ),
     }
 }
 

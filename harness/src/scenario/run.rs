@@ -34,7 +34,7 @@ impl Settings {
     }
 }
 
-/// Run every step; the first unmet expectation ends the scenario.
+/// Run the steps; the first unmet expectation ends the scenario.
 pub fn run_steps(
     guest: &mut Guest,
     scenario: &Scenario,

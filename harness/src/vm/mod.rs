@@ -57,8 +57,10 @@ pub fn choose_accel(bzimage: &Path, cache_dir: &Path) -> Accel {
     accel::choose(bzimage, cache_dir)
 }
 
-/// Kernel command line: console on ttyS0 with every message, stop on panic.
-const APPEND: &str = "console=ttyS0 loglevel=8 panic=-1 rdinit=/init";
+/// Kernel command line: console on ttyS0 with every message, timestamped
+/// (the benchmark compares them; not every config turns PRINTK_TIME on),
+/// stop on panic.
+const APPEND: &str = "console=ttyS0 loglevel=8 printk.time=1 panic=-1 rdinit=/init";
 
 /// Tells /init to start a shell on the console as well (see init.sh).
 const SHELL_FLAG: &str = "klp.shell";

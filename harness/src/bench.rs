@@ -1,0 +1,285 @@
+//! `klp-harness bench`: what the harness costs next to the kernel's own
+//! work, measured in one run on one kernel, printed as a table.
+//!
+//! - boot: QEMU start ──> guest ready, against the kernel's uptime at /init;
+//! - round trips: a no-op command, a dozen sysfs reads, a whole scenario
+//!   step (command, kernel log sync, sysfs snapshot);
+//! - transition detection: how long after the kernel logged "patching
+//!   complete" the guest-side wait saw it (guest clock on both sides);
+//! - suite: every scenario on the kernel, warm, and the time spent outside
+//!   the guests.
+
+use crate::cache::Cache;
+use crate::guest::Guest;
+use crate::kernel::KernelSpec;
+use crate::project::Project;
+use crate::scenario::{self, Outcome, Scenario};
+use anyhow::{bail, Context, Result};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct Options {
+    pub boots: usize,
+    pub round_trips: usize,
+    pub transitions: usize,
+    /// Also run the whole scenario suite (warm) on the kernel.
+    pub suite: bool,
+    pub jobs: usize,
+}
+
+/// Fixtures of the guest the measurements run in.
+const BENCH_SCENARIO: &str = "description: benchmark guest\n\
+fixtures: [klp_target, klp_cumul_v1]\n\
+steps:\n  - run: 'true'\n";
+
+/// A dozen sysfs files a typical step reads, once klp_cumul_v1 is loaded.
+const DOZEN_FILES: &str = "cat /sys/kernel/livepatch/klp_cumul_v1/enabled \
+/sys/kernel/livepatch/klp_cumul_v1/transition \
+/sys/kernel/livepatch/klp_cumul_v1/vmlinux/patched \
+/sys/kernel/livepatch/klp_cumul_v1/klp_target/patched \
+/sys/kernel/klp_features/1/name /sys/kernel/klp_features/1/version \
+/sys/kernel/klp_features/1/owner /sys/kernel/klp_features/1/allocations \
+/sys/kernel/klp_features/1/enabled /sys/kernel/klp_features/1/shadow \
+/sys/kernel/klp_target/status /sys/kernel/klp_target/park";
+
+pub fn run(
+    project: &Project,
+    cache: &Cache,
+    spec: &KernelSpec,
+    options: &Options,
+) -> Result<String> {
+    let scenario = scenario::parse(project, Path::new("bench.yaml"), BENCH_SCENARIO)?;
+    let mut rows = Vec::new();
+
+    let mut ready = Vec::new();
+    let mut init = Vec::new();
+    for _ in 0..options.boots.max(1) {
+        let guest = scenario::boot_guest(project, cache, &scenario, spec)?;
+        ready.push(guest.boot.ready);
+        init.push(guest.boot.init_uptime);
+        guest.shutdown()?;
+    }
+    let (ready, init) = (median(&mut ready), median(&mut init));
+    rows.push(
+        Row::new("boot: QEMU start -> guest ready (median)", ready)
+            .floor("kernel uptime at /init", init),
+    );
+
+    let mut guest = scenario::boot_guest(project, cache, &scenario, spec)?;
+    let mut noop = time_each(options.round_trips, || guest.run_ok("true").map(drop))?;
+    guest.run_ok("insmod /klp/klp_target.ko && insmod /klp/klp_cumul_v1.ko")?;
+    guest.run_ok(&crate::scenario::wait_command(
+        "klp_cumul_v1",
+        Duration::from_secs(30),
+    ))?;
+    let mut dozen = time_each(options.round_trips, || guest.run_ok(DOZEN_FILES).map(drop))?;
+    let artifacts = tempfile::tempdir()?;
+    let mut step = time_each(options.round_trips, || {
+        let mut trace = String::new();
+        scenario::run_steps(
+            &mut guest,
+            &scenario,
+            &scenario.steps,
+            scenario::Settings::new(artifacts.path()),
+            &mut trace,
+        )
+    })?;
+    rows.push(Row::new(
+        "no-op command round trip (median)",
+        median(&mut noop.clone()),
+    ));
+    rows.push(Row::new("no-op command round trip (p95)", p95(&mut noop)));
+    rows.push(Row::new(
+        "read 12 sysfs files (median)",
+        median(&mut dozen.clone()),
+    ));
+    rows.push(Row::new("read 12 sysfs files (p95)", p95(&mut dozen)));
+    rows.push(Row::new(
+        "scenario step `run: true` (median)",
+        median(&mut step.clone()),
+    ));
+    rows.push(Row::new("scenario step `run: true` (p95)", p95(&mut step)));
+
+    let mut detection = Vec::new();
+    guest.run_ok("echo 0 > /sys/kernel/livepatch/klp_cumul_v1/enabled")?;
+    guest.run_ok(&crate::scenario::wait_command(
+        "klp_cumul_v1",
+        Duration::from_secs(30),
+    ))?;
+    guest.run_ok("rmmod klp_cumul_v1")?;
+    guest.kernel_log_since_last()?;
+    for _ in 0..options.transitions.max(1) {
+        detection.push(transition_detection(&mut guest)?);
+    }
+    rows.push(Row::new(
+        "transition end -> seen in guest (median)",
+        median(&mut detection.clone()),
+    ));
+    rows.push(Row::new(
+        "transition end -> seen in guest (max)",
+        *detection.iter().max().unwrap(),
+    ));
+    guest.shutdown()?;
+
+    let mut out = table(spec, &rows);
+    if options.suite {
+        out += &suite(project, cache, spec, options.jobs)?;
+    }
+    Ok(out)
+}
+
+/// Load klp_cumul_v1 without waiting and wait in the guest; when the
+/// wait sees the end, a line goes to /dev/kmsg, so that the kernel log
+/// holds both "patching complete" and the sighting, timestamped by the
+/// same clock. Then unload it again.
+fn transition_detection(guest: &mut Guest) -> Result<Duration> {
+    let wait = crate::scenario::wait_command("klp_cumul_v1", Duration::from_secs(30));
+    guest.run_ok(&format!(
+        "insmod /klp/klp_cumul_v1.ko && {wait} && echo '{SEEN}' > /dev/kmsg"
+    ))?;
+    let log = guest.kernel_log_since_last()?;
+    let stamp = |needle: &str| {
+        log.lines()
+            .find(|line| line.contains(needle))
+            .and_then(printk_seconds)
+            .with_context(|| format!("no timestamped {needle:?} in the kernel log"))
+    };
+    let (done, seen) = (stamp("'klp_cumul_v1': patching complete")?, stamp(SEEN)?);
+    guest.run_ok(&format!(
+        "echo 0 > /sys/kernel/livepatch/klp_cumul_v1/enabled && {wait} && rmmod klp_cumul_v1"
+    ))?;
+    guest.kernel_log_since_last()?;
+    if seen < done {
+        bail!("the wait ended at {seen} s, before the transition did at {done} s");
+    }
+    Ok(Duration::from_secs_f64(seen - done))
+}
+
+const SEEN: &str = "klp-harness: bench saw the transition end";
+
+/// "[   12.345678] text" ──> 12.345678
+fn printk_seconds(line: &str) -> Option<f64> {
+    let inside = line.trim_start().strip_prefix('[')?;
+    inside.split(']').next()?.trim().parse().ok()
+}
+
+fn suite(project: &Project, cache: &Cache, spec: &KernelSpec, jobs: usize) -> Result<String> {
+    let scenarios: Vec<Scenario> = scenario::scenario_files(project)?
+        .iter()
+        .map(|file| scenario::load(project, file))
+        .collect::<Result<_>>()?;
+    let runs: Vec<_> = scenarios.iter().map(|s| (s, spec)).collect();
+    let started = Instant::now();
+    let verdicts = scenario::execute_many(project, cache, &runs, jobs, |_| {});
+    let wall = started.elapsed();
+    let ran: Vec<_> = verdicts.iter().filter(|v| v.guest_time.is_some()).collect();
+    let failed = verdicts
+        .iter()
+        .filter(|v| matches!(v.outcome, Outcome::Fail(_)))
+        .count();
+    let total: Duration = ran.iter().map(|v| v.duration).sum();
+    let in_guest: Duration = ran.iter().filter_map(|v| v.guest_time).sum();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nsuite on {} ({} scenarios run, {failed} failed, -j {jobs}): wall {:.1} s; \
+         summed run time {:.1} s, of which in guests {:.1} s, outside {:.2} s ({:.1}%)",
+        spec.name,
+        ran.len(),
+        wall.as_secs_f64(),
+        total.as_secs_f64(),
+        in_guest.as_secs_f64(),
+        (total - in_guest).as_secs_f64(),
+        100.0 * (total - in_guest).as_secs_f64() / total.as_secs_f64().max(1e-9)
+    );
+    Ok(out)
+}
+
+struct Row {
+    what: String,
+    value: Duration,
+    floor: Option<(String, Duration)>,
+}
+
+impl Row {
+    fn new(what: &str, value: Duration) -> Self {
+        Self {
+            what: what.to_string(),
+            value,
+            floor: None,
+        }
+    }
+
+    fn floor(mut self, what: &str, value: Duration) -> Self {
+        self.floor = Some((what.to_string(), value));
+        self
+    }
+}
+
+fn table(spec: &KernelSpec, rows: &[Row]) -> String {
+    let mut out = format!(
+        "klp-harness bench on {} ({} CPUs)\n{:<44} {:>10}  {}\n",
+        spec.name,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "measure",
+        "value",
+        "against"
+    );
+    for row in rows {
+        let against = row.floor.as_ref().map_or(String::new(), |(what, floor)| {
+            format!(
+                "{what} {} (x{:.2}, +{})",
+                ms(*floor),
+                row.value.as_secs_f64() / floor.as_secs_f64().max(1e-9),
+                ms(row.value.saturating_sub(*floor))
+            )
+        });
+        let _ = writeln!(out, "{:<44} {:>10}  {against}", row.what, ms(row.value));
+    }
+    out
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn time_each(times: usize, mut once: impl FnMut() -> Result<()>) -> Result<Vec<Duration>> {
+    (0..times.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            once().map(|()| started.elapsed())
+        })
+        .collect()
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn p95(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values[((values.len() * 95).div_ceil(100)).saturating_sub(1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printk_timestamp_is_read() {
+        assert_eq!(
+            printk_seconds("[   12.345678] livepatch: 'x': patching complete"),
+            Some(12.345678)
+        );
+        assert_eq!(printk_seconds("no stamp"), None);
+    }
+
+    #[test]
+    fn percentiles() {
+        let mut v: Vec<Duration> = (1..=20).map(Duration::from_millis).collect();
+        assert_eq!(median(&mut v), Duration::from_millis(11));
+        assert_eq!(p95(&mut v), Duration::from_millis(19));
+    }
+}
