@@ -177,8 +177,14 @@ impl Guest {
 
     /// Kernel messages logged since the previous call (or since boot).
     pub fn kernel_log_since_last(&mut self) -> Result<String> {
+        Ok(self.kernel_log_since_last_and("true")?.0)
+    }
+
+    /// Kernel messages logged since the previous call, and the output of
+    /// `also`, run in the same round trip after the log's end marker.
+    pub fn kernel_log_since_last_and(&mut self, also: &str) -> Result<(String, String)> {
         let mark = format!("klp-harness: sync {}", self.sequence);
-        self.run_ok(&format!("echo '{mark}' > /dev/kmsg"))?;
+        let output = self.run_ok(&format!("echo '{mark}' > /dev/kmsg; {also}"))?;
         let deadline = Instant::now() + self.command_timeout;
         let end = self
             .vm
@@ -188,7 +194,7 @@ impl Guest {
         let text = self.vm.console.text();
         let chunk = text[self.log_offset..end].to_string();
         self.log_offset = end;
-        Ok(chunk)
+        Ok((chunk, output))
     }
 
     /// Power off and wait for QEMU to exit.

@@ -17,6 +17,9 @@ pub struct Limits {
     pub transition: Duration,
 }
 
+/// Printed by a step's command when the transition did not end in time.
+const STILL_RUNNING: &str = "@@klp-harness: transition still running@@";
+
 pub struct Settings {
     pub limits: Limits,
     /// Where the sysfs snapshot after each step goes.
@@ -50,12 +53,23 @@ pub fn run_steps(
             "== step {} ({}): {}",
             step.label, step.position, step.action
         );
-        let result = run_step(guest, step, limits, &scenario.allow.log, trace);
-        // Best effort: after a failure the guest may be gone.
-        let snapshot = guest
-            .run(observe::SNAPSHOT_COMMAND)
-            .map(|r| r.output)
-            .unwrap_or_else(|err| format!("no snapshot: {err:#}\n"));
+        let mut snapshot = None;
+        let result = run_step(
+            guest,
+            step,
+            limits,
+            &scenario.allow.log,
+            trace,
+            &mut snapshot,
+        );
+        // A step that failed early has none yet; the guest may be gone.
+        let snapshot = match snapshot {
+            Some(taken) => taken,
+            None => guest
+                .run(observe::SNAPSHOT_COMMAND)
+                .map(|r| r.output)
+                .unwrap_or_else(|err| format!("no snapshot: {err:#}\n")),
+        };
         // Run order first, so that a listing sorts; then the step's label.
         let file = settings
             .snapshots
@@ -101,40 +115,46 @@ fn run_step(
     limits: Limits,
     allowed_log: &[String],
     trace: &mut String,
+    snapshot: &mut Option<String>,
 ) -> Result<()> {
     // Steps name fixtures by file; the kernel knows them by module name.
     let module = |name: &String| fixture::module_name(name);
-    let (command, waits_for) = match &step.action {
-        Action::Load(name) => (format!("insmod /klp/{name}.ko"), Some(module(name))),
-        Action::Disable(name) => (
-            format!("echo 0 > /sys/kernel/livepatch/{}/enabled", module(name)),
-            Some(module(name)),
-        ),
-        Action::Unload(name) => (format!("rmmod {}", module(name)), None),
-        Action::Wait(name) => (
-            observe::wait_transition_command(&module(name), limits.transition),
-            None,
-        ),
-        Action::Run(shell) => (format!("sh -c {}", shell_quote(shell)), None),
+    let mut command = match &step.action {
+        Action::Load(name) => format!("insmod /klp/{name}.ko"),
+        Action::Disable(name) => {
+            format!("echo 0 > /sys/kernel/livepatch/{}/enabled", module(name))
+        }
+        Action::Unload(name) => format!("rmmod {}", module(name)),
+        Action::Wait(name) => observe::wait_transition_command(&module(name), limits.transition),
+        Action::Run(shell) => format!("sh -c {}", shell_quote(shell)),
         // In a transition `enabled` already shows the target state.
-        Action::Reverse(name) => (
-            format!(
-                "f=/sys/kernel/livepatch/{}/enabled; echo $((1 - $(cat $f))) > $f",
-                module(name)
-            ),
-            None,
+        Action::Reverse(name) => format!(
+            "f=/sys/kernel/livepatch/{}/enabled; echo $((1 - $(cat $f))) > $f",
+            module(name)
         ),
-        Action::Force(name) => (
-            format!("echo 1 > /sys/kernel/livepatch/{}/force", module(name)),
-            None,
-        ),
-        Action::Write { path, value } => (
-            format!("echo {} > {}", shell_quote(value), shell_quote(path)),
-            None,
-        ),
-        Action::Park(_) => ("echo 1 > /sys/kernel/klp_target/park".to_string(), None),
-        Action::Release(_) => ("echo 0 > /sys/kernel/klp_target/park".to_string(), None),
+        Action::Force(name) => format!("echo 1 > /sys/kernel/livepatch/{}/force", module(name)),
+        Action::Write { path, value } => {
+            format!("echo {} > {}", shell_quote(value), shell_quote(path))
+        }
+        Action::Park(_) => "echo 1 > /sys/kernel/klp_target/park".to_string(),
+        Action::Release(_) => "echo 0 > /sys/kernel/klp_target/park".to_string(),
     };
+    // Waiting for the transition goes into the same command: one round
+    // trip. A loaded plain module has no directory under livepatch/.
+    let waits_for = match &step.action {
+        Action::Load(name) | Action::Disable(name)
+            if step.wait_transition && step.expected_errno.is_none() =>
+        {
+            Some(module(name))
+        }
+        _ => None,
+    };
+    if let Some(name) = &waits_for {
+        let wait = observe::wait_transition_command(name, limits.transition);
+        command = format!(
+            "{command} && if [ -d /sys/kernel/livepatch/{name} ]; then {wait} || echo {STILL_RUNNING}; fi"
+        );
+    }
     let result = guest.run(&command)?;
     let _ = writeln!(
         trace,
@@ -143,20 +163,11 @@ fn run_step(
     );
     match (&step.expected_errno, result.status) {
         (None, 0) => {
-            let is_livepatch_action = matches!(step.action, Action::Disable(_))
-                || (matches!(step.action, Action::Load(_))
-                    && guest_has_patch(guest, waits_for.as_ref())?);
-            if step.wait_transition && is_livepatch_action {
-                if let Some(name) = &waits_for {
-                    let waited =
-                        guest.run(&observe::wait_transition_command(name, limits.transition))?;
-                    if waited.status != 0 {
-                        bail!(
-                            "transition of {name} still running after {:?}",
-                            limits.transition
-                        );
-                    }
-                }
+            if let Some(name) = waits_for.filter(|_| result.output.contains(STILL_RUNNING)) {
+                bail!(
+                    "transition of {name} still running after {:?}",
+                    limits.transition
+                );
             }
         }
         (None, status) => bail!(
@@ -181,7 +192,9 @@ fn run_step(
             bail!("output: expected {:?}, found {found:?}", expected.value);
         }
     }
-    let log = guest.kernel_log_since_last()?;
+    // The sysfs snapshot rides along with the kernel log sync.
+    let (log, taken) = guest.kernel_log_since_last_and(observe::SNAPSHOT_COMMAND)?;
+    *snapshot = Some(taken);
     trace.push_str(&log);
     if let Some(line) = observe::kernel_splat(&log, allowed_log) {
         bail!("the kernel logged a warning or crash: {}", line.trim());
@@ -196,14 +209,6 @@ fn run_step(
         );
     }
     check_expectations(guest, step, &log)
-}
-
-fn guest_has_patch(guest: &mut Guest, name: Option<&String>) -> Result<bool> {
-    let Some(name) = name else { return Ok(false) };
-    Ok(guest
-        .run(&format!("[ -d /sys/kernel/livepatch/{name} ]"))?
-        .status
-        == 0)
 }
 
 fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Result<()> {
