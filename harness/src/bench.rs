@@ -25,6 +25,9 @@ pub struct Options {
     pub transitions: usize,
     /// Also run the whole scenario suite (warm) on the kernel.
     pub suite: bool,
+    /// And once more from an empty cache (downloads, kernel and fixture
+    /// builds included).
+    pub cold: bool,
     pub jobs: usize,
 }
 
@@ -124,7 +127,14 @@ pub fn run(
 
     let mut out = table(spec, &rows);
     if options.suite {
-        out += &suite(project, cache, spec, options.jobs)?;
+        out += &suite("warm", project, cache, spec, options.jobs)?;
+    }
+    if options.cold {
+        let empty = tempfile::Builder::new()
+            .prefix("klp-bench-cache-")
+            .tempdir()?;
+        let cold_cache = Cache::at(empty.path().to_path_buf())?;
+        out += &suite("cold", project, &cold_cache, spec, options.jobs)?;
     }
     Ok(out)
 }
@@ -164,7 +174,13 @@ fn printk_seconds(line: &str) -> Option<f64> {
     inside.split(']').next()?.trim().parse().ok()
 }
 
-fn suite(project: &Project, cache: &Cache, spec: &KernelSpec, jobs: usize) -> Result<String> {
+fn suite(
+    label: &str,
+    project: &Project,
+    cache: &Cache,
+    spec: &KernelSpec,
+    jobs: usize,
+) -> Result<String> {
     let scenarios: Vec<Scenario> = scenario::scenario_files(project)?
         .iter()
         .map(|file| scenario::load(project, file))
@@ -183,7 +199,7 @@ fn suite(project: &Project, cache: &Cache, spec: &KernelSpec, jobs: usize) -> Re
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nsuite on {} ({} scenarios run, {failed} failed, -j {jobs}): wall {:.1} s; \
+        "suite {label} on {} ({} scenarios run, {failed} failed, -j {jobs}): wall {:.1} s; \
          summed run time {:.1} s, of which in guests {:.1} s, outside {:.2} s ({:.1}%)",
         spec.name,
         ran.len(),

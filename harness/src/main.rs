@@ -78,6 +78,10 @@ enum Command {
         /// the time spent outside the guests.
         #[arg(long)]
         suite: bool,
+        /// Also run every scenario from an empty cache (downloads, kernel
+        /// and fixture builds included).
+        #[arg(long)]
+        cold: bool,
         #[arg(long, short = 'j', default_value_t = scenario::default_jobs())]
         jobs: usize,
     },
@@ -173,6 +177,7 @@ fn real_main() -> Result<()> {
             round_trips,
             transitions,
             suite,
+            cold,
             jobs,
         } => {
             let spec = kernel::find(&project, &kernel)?;
@@ -181,6 +186,7 @@ fn real_main() -> Result<()> {
                 round_trips,
                 transitions,
                 suite,
+                cold,
                 jobs,
             };
             print!(
