@@ -71,12 +71,35 @@ pub fn run(
 
     let mut guest = scenario::boot_guest(project, cache, &scenario, spec)?;
     let mut noop = time_each(options.round_trips, || guest.run_ok("true").map(drop))?;
+    let mut noop_expect = time_each(options.round_trips.min(20), || {
+        guest.run_with_rexpect_expect("true")
+    })?;
     guest.run_ok("insmod /klp/klp_target.ko && insmod /klp/klp_cumul_v1.ko")?;
     guest.run_ok(&crate::scenario::wait_command(
         "klp_cumul_v1",
         Duration::from_secs(30),
     ))?;
     let mut dozen = time_each(options.round_trips, || guest.run_ok(DOZEN_FILES).map(drop))?;
+    // A load-like step as first built: the action, "is it a livepatch?",
+    // the wait, the log sync and the snapshot, each its own round trip;
+    // against the same work in two.
+    let wait = crate::scenario::wait_command("klp_cumul_v1", Duration::from_secs(30));
+    let lp = "/sys/kernel/livepatch/klp_cumul_v1";
+    let mut separate = time_each(options.round_trips, || {
+        guest.run_ok("true")?;
+        guest.run_ok(&format!("[ -d {lp} ]"))?;
+        guest.run_ok(&wait)?;
+        guest.kernel_log_since_last()?;
+        guest.run_ok(crate::scenario::SNAPSHOT_COMMAND).map(drop)
+    })?;
+    let mut merged = time_each(options.round_trips, || {
+        guest.run_ok(&format!(
+            "true && if [ -d {lp} ]; then {wait} || echo late; fi"
+        ))?;
+        guest
+            .kernel_log_since_last_and(crate::scenario::SNAPSHOT_COMMAND)
+            .map(drop)
+    })?;
     let artifacts = tempfile::tempdir()?;
     let mut step = time_each(options.round_trips, || {
         let mut trace = String::new();
@@ -94,6 +117,10 @@ pub fn run(
     ));
     rows.push(Row::new("no-op command round trip (p95)", p95(&mut noop)));
     rows.push(Row::new(
+        "no-op round trip, rexpect's expect (median)",
+        median(&mut noop_expect),
+    ));
+    rows.push(Row::new(
         "read 12 sysfs files (median)",
         median(&mut dozen.clone()),
     ));
@@ -103,6 +130,14 @@ pub fn run(
         median(&mut step.clone()),
     ));
     rows.push(Row::new("scenario step `run: true` (p95)", p95(&mut step)));
+    rows.push(Row::new(
+        "load-like step, 5 round trips (median)",
+        median(&mut separate),
+    ));
+    rows.push(Row::new(
+        "load-like step, 2 round trips (median)",
+        median(&mut merged),
+    ));
 
     let mut detection = Vec::new();
     guest.run_ok("echo 0 > /sys/kernel/livepatch/klp_cumul_v1/enabled")?;

@@ -151,6 +151,21 @@ impl Guest {
         Ok(CommandResult { status, output })
     }
 
+    /// `run` the way it first worked, through rexpect's own expect, which
+    /// sleeps 100 ms whenever nothing has matched yet: kept for the
+    /// benchmark's before/after comparison only.
+    pub fn run_with_rexpect_expect(&mut self, command: &str) -> Result<()> {
+        self.sequence += 1;
+        let marker = format!("@@KLP-{}-", self.sequence);
+        let framed = format!("{{\n{command}\n}} </dev/null 2>&1; echo \"{marker}$?@@\"\n");
+        self.session.send(&framed)?;
+        self.session.flush()?;
+        self.session
+            .exp_regex(&format!("{marker}-?[0-9]+@@\n"))
+            .map_err(|err| anyhow!("{err}"))?;
+        Ok(())
+    }
+
     /// Run and require exit status 0.
     pub fn run_ok(&mut self, command: &str) -> Result<String> {
         let result = self.run(command)?;

@@ -8,7 +8,7 @@ mod run;
 
 pub use artifacts::rerun_command;
 pub use load::{load, parse, scenario_files, scenario_name, Action, Scenario};
-pub use observe::wait_transition_command as wait_command;
+pub use observe::{wait_transition_command as wait_command, SNAPSHOT_COMMAND};
 pub use run::{run_steps, Settings};
 
 use crate::cache::Cache;

@@ -16,11 +16,14 @@ pub const SNAPSHOT_COMMAND: &str =
 
 /// Shell that waits (bounded) until the patch's `transition` is not 1;
 /// succeeds when the transition has ended or the patch has left sysfs.
+/// A read that fails means the patch is leaving: when the attribute goes
+/// away under it, cat can print "1" and then fail, so its output is not
+/// trusted then.
 pub fn wait_transition_command(name: &str, limit: Duration) -> String {
     let rounds = (limit.as_millis() / 5).max(1);
     format!(
-        "n=0; while t=$(cat {LIVEPATCH}/{name}/transition 2>/dev/null) && [ \"$t\" = 1 ] && [ $n -lt {rounds} ]; \
-         do n=$((n+1)); usleep 5000; done; [ \"$t\" != 1 ]"
+        "n=0; while {{ t=$(cat {LIVEPATCH}/{name}/transition 2>/dev/null) || t=gone; }}; \
+         [ \"$t\" = 1 ] && [ $n -lt {rounds} ]; do n=$((n+1)); usleep 5000; done; [ \"$t\" != 1 ]"
     )
 }
 
