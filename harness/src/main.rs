@@ -148,8 +148,7 @@ fn real_main() -> Result<()> {
             kernel,
             until_step,
         } => {
-            let file = scenario_files(&project, &[scenario])?.remove(0);
-            let loaded = scenario::load(&project, &file)?;
+            let loaded = load_named(&project, &scenario)?;
             let spec = kernel::find(&project, &kernel)?;
             scenario::shell(
                 &project,
@@ -165,8 +164,7 @@ fn real_main() -> Result<()> {
             jobs,
         } => repro(&project, &scenario, &kernels, jobs),
         Command::Bundle { scenario, output } => {
-            let file = scenario_files(&project, &[scenario])?.remove(0);
-            let loaded = scenario::load(&project, &file)?;
+            let loaded = load_named(&project, &scenario)?;
             klp_harness::bundle::write(&project, &loaded, &output)?;
             println!("{}", output.display());
             Ok(())
@@ -279,6 +277,12 @@ fn run(
     Ok(())
 }
 
+/// One scenario, by file or by name under scenarios/.
+fn load_named(project: &Project, name: &str) -> Result<scenario::Scenario> {
+    let file = scenario_files(project, &[name.to_string()])?.remove(0);
+    scenario::load(project, &file)
+}
+
 /// Kernels named on the command line: `all`, some names, or the default.
 fn selected_kernels(project: &Project, names: &[String]) -> Result<Vec<kernel::KernelSpec>> {
     if names.iter().any(|k| k == "all") {
@@ -295,8 +299,7 @@ fn selected_kernels(project: &Project, names: &[String]) -> Result<Vec<kernel::K
 
 fn repro(project: &Project, scenario: &str, kernels: &[String], jobs: usize) -> Result<()> {
     let cache = Cache::from_env()?;
-    let file = scenario_files(project, &[scenario.to_string()])?.remove(0);
-    let loaded = scenario::load(project, &file)?;
+    let loaded = load_named(project, scenario)?;
     let specs = selected_kernels(project, kernels)?;
     let runs: Vec<_> = specs.iter().map(|spec| (&loaded, spec)).collect();
     let verdicts = scenario::execute_many(project, &cache, &runs, jobs, |verdict| {
