@@ -27,6 +27,13 @@ pub fn names() -> impl Iterator<Item = &'static str> {
     ERRNOS.iter().map(|(name, _)| *name)
 }
 
+/// The static name of a known errno (fixture specs hold owned strings).
+pub fn canonical(name: &str) -> &'static str {
+    names()
+        .find(|known| *known == name)
+        .unwrap_or("an unknown errno")
+}
+
 pub fn is_known(name: &str) -> bool {
     number(name).is_some()
 }

@@ -3,6 +3,8 @@
 //!
 //! Data flows one way through the modules:
 //! kernel ──> fixture ──> image ──> vm ──> guest ──> scenario ──> report.
+//! `model` predicts what a scenario observes; `explore` searches for
+//! sequences where a kernel disagrees with it.
 
 pub mod bench;
 pub mod bundle;
@@ -13,6 +15,7 @@ pub mod guest;
 pub mod host;
 pub mod image;
 pub mod kernel;
+pub mod model;
 pub mod project;
 pub mod report;
 pub mod scenario;

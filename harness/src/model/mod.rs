@@ -1,0 +1,155 @@
+//! A reference model of what scenarios observe, written from
+//! Documentation/livepatch/ and kernel/livepatch/ (core.c, transition.c,
+//! state.c) of the kernels in the matrix, and from the fixtures' callbacks
+//! (fixtures/templates/livepatch.c.in, fixtures/klp_features/).
+//!
+//! It predicts, after every operation, whether the operation is refused
+//! (and with which errno) and every file of the livepatch, feature and
+//! target sysfs directories (see `snapshot`). It knows the fixtures that
+//! `fixtures/*.yaml` generate and the busy target; nothing else.
+
+mod patches;
+pub mod snapshot;
+
+use crate::fixture::spec::{LivepatchSpec, FUNCTIONS};
+use std::collections::BTreeMap;
+
+pub use patches::Model;
+
+/// The target function whose parked thread holds transitions open.
+pub const BUSY_FUNCTION: &str = "klp_target_busy_wait";
+/// The target function behind /sys/kernel/klp_target/status.
+pub const STATUS_FUNCTION: &str = "klp_target_status";
+
+/// What a generated livepatch fixture is, as far as observations go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PatchDef {
+    /// Module name, which is also the patch's name in sysfs.
+    pub module: String,
+    pub replace: bool,
+    pub features: Vec<FeatureDef>,
+    pub functions: Vec<&'static str>,
+    /// What its replacement functions print before the feature list.
+    pub reports: String,
+    /// The errno its pre_patch callback fails with, if any.
+    pub pre_patch_error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureDef {
+    pub id: u64,
+    pub version: u32,
+    pub name: String,
+    pub opt_in: bool,
+    pub shadow: bool,
+}
+
+impl PatchDef {
+    pub fn from_spec(module: &str, spec: &LivepatchSpec) -> Self {
+        PatchDef {
+            module: module.to_string(),
+            replace: spec.replace,
+            features: spec
+                .features
+                .iter()
+                .map(|f| FeatureDef {
+                    id: f.id,
+                    version: f.version,
+                    name: f.display_name(),
+                    opt_in: f.opt_in,
+                    shadow: f.shadow,
+                })
+                .collect(),
+            functions: spec.functions().into_iter().map(|(name, _)| name).collect(),
+            reports: spec.reports.clone().unwrap_or_else(|| module.to_string()),
+            pre_patch_error: spec.callbacks.pre_patch_error.clone(),
+        }
+    }
+
+    pub fn patches(&self, function: &str) -> bool {
+        self.functions.contains(&function)
+    }
+
+    pub fn feature(&self, id: u64) -> Option<&FeatureDef> {
+        self.features.iter().find(|f| f.id == id)
+    }
+}
+
+/// Every function a fixture can replace, for generators.
+pub fn replaceable_functions() -> Vec<&'static str> {
+    FUNCTIONS.iter().map(|(name, _)| *name).collect()
+}
+
+/// One operation a scenario step performs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Load(String),
+    /// Write 0 to the patch's `enabled`.
+    Disable(String),
+    Unload(String),
+    /// Wait for the patch's transition to end.
+    Wait(String),
+    /// Write the opposite of the patch's `enabled` to it.
+    Reverse(String),
+    /// Write 1 to the patch's `force`.
+    Force(String),
+    Park,
+    Release,
+    /// Write 0 or 1 to a patch's `enabled`.
+    WritePatchEnabled {
+        module: String,
+        value: bool,
+    },
+    /// Write 0 or 1 to a feature's opt-in `enabled` knob.
+    WriteFeatureEnabled {
+        id: u64,
+        value: bool,
+    },
+}
+
+/// What the model predicts for an operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Refused with this errno name (e.g. "EINVAL").
+    Refused(&'static str),
+    /// A wait that cannot end: the transition is held open.
+    StillRunning,
+}
+
+/// The prediction for one step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prediction {
+    pub outcome: Outcome,
+    /// False while a transition may end at any moment (klp retries every
+    /// second): the sysfs state right after the step is not predictable.
+    pub settled: bool,
+}
+
+/// A deliberately wrong rule, to show that exploration finds and shrinks
+/// the divergence it causes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mutation {
+    /// Non-cumulative patches skip the version check (R3 broken).
+    NoncumulativeUnchecked,
+    /// A disabled top patch leaves its feature version in force (R5 broken).
+    DisableKeepsVersion,
+}
+
+/// Why the model cannot follow a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported(pub String);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the model cannot predict this: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+/// Patch definitions by module name.
+pub type Defs = BTreeMap<String, PatchDef>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+//! The sysfs files the model predicts, in the format of the per-step
+//! snapshot (`grep -r .` over the livepatch, feature and target
+//! directories: one `path:value` line per file).
+
+use super::Model;
+use std::collections::BTreeMap;
+
+/// sysfs path ──> content (one line).
+pub type Files = BTreeMap<String, String>;
+
+const LIVEPATCH: &str = "/sys/kernel/livepatch";
+const FEATURES: &str = "/sys/kernel/klp_features";
+const TARGET: &str = "/sys/kernel/klp_target";
+
+impl Model {
+    /// Every file the snapshot after this state shows.
+    pub fn predicted_files(&self) -> Files {
+        let mut files = Files::new();
+        let flag = |on: bool| if on { "1" } else { "0" }.to_string();
+        let has = |attribute: &str| self.attributes.contains(&attribute);
+        for (order, patch) in self.patches.iter().enumerate() {
+            let dir = format!("{LIVEPATCH}/{}", patch.module);
+            let in_transition = self
+                .transition
+                .as_ref()
+                .is_some_and(|t| t.module == patch.module);
+            files.insert(format!("{dir}/enabled"), flag(patch.enabled));
+            files.insert(format!("{dir}/transition"), flag(in_transition));
+            if has("replace") {
+                let replace = self.defs[&patch.module].replace;
+                files.insert(format!("{dir}/replace"), flag(replace));
+            }
+            if has("stack_order") {
+                files.insert(format!("{dir}/stack_order"), (order + 1).to_string());
+            }
+            if has("patched") {
+                files.insert(format!("{dir}/vmlinux/patched"), flag(true));
+                let target = crate::scenario::BUSY_TARGET;
+                files.insert(
+                    format!("{dir}/{target}/patched"),
+                    flag(self.target_loaded()),
+                );
+            }
+        }
+        for (id, feature) in &self.features {
+            let dir = format!("{FEATURES}/{id}");
+            let (owner, version) = match feature.owners.last() {
+                Some((owner, version)) => (owner.clone(), version.to_string()),
+                None => ("none".to_string(), "none".to_string()),
+            };
+            files.insert(format!("{dir}/name"), feature.name.clone());
+            files.insert(format!("{dir}/version"), version);
+            files.insert(format!("{dir}/owner"), owner);
+            files.insert(
+                format!("{dir}/allocations"),
+                feature.allocations.to_string(),
+            );
+            files.insert(format!("{dir}/enabled"), flag(feature.enabled));
+            files.insert(format!("{dir}/shadow"), flag(feature.shadow));
+        }
+        if self.target_loaded() {
+            files.insert(format!("{TARGET}/park"), flag(self.parked.is_some()));
+            files.insert(format!("{TARGET}/status"), self.target_status());
+        }
+        files
+    }
+
+    /// Which patch's copy of each replaceable function runs (None: the
+    /// original), for reports.
+    pub fn live_functions(&self) -> BTreeMap<&'static str, Option<String>> {
+        super::replaceable_functions()
+            .into_iter()
+            .map(|function| {
+                let patch = self.live_patch(function).map(|p| p.module.clone());
+                (function, patch)
+            })
+            .collect()
+    }
+}
+
+/// Parse a snapshot taken in the guest.
+pub fn parse(text: &str) -> Files {
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(path, value)| (path.to_string(), value.to_string()))
+        .collect()
+}
+
+/// None when they agree; otherwise one line per differing file.
+pub fn diff(predicted: &Files, found: &Files) -> Option<String> {
+    let mut lines = Vec::new();
+    for (path, want) in predicted {
+        match found.get(path) {
+            Some(have) if have == want => {}
+            Some(have) => lines.push(format!("  {path}: model {want}, kernel {have}")),
+            None => lines.push(format!("  {path}: model {want}, kernel has no such file")),
+        }
+    }
+    for (path, have) in found {
+        if !predicted.contains_key(path) {
+            lines.push(format!("  {path}: model has no such file, kernel {have}"));
+        }
+    }
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_lines_split_at_the_first_colon() {
+        let files = parse("/sys/kernel/klp_target/status:klp_a f1=v1\n/x/y:a:b\n");
+        assert_eq!(files["/sys/kernel/klp_target/status"], "klp_a f1=v1");
+        assert_eq!(files["/x/y"], "a:b");
+    }
+
+    #[test]
+    fn diff_names_each_side() {
+        let a: Files = [("/a".into(), "1".into()), ("/b".into(), "0".into())].into();
+        let b: Files = [("/a".into(), "0".into()), ("/c".into(), "1".into())].into();
+        let text = diff(&a, &b).unwrap();
+        assert!(text.contains("/a: model 1, kernel 0"), "{text}");
+        assert!(
+            text.contains("/b: model 0, kernel has no such file"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/c: model has no such file, kernel 1"),
+            "{text}"
+        );
+        assert_eq!(diff(&a, &a), None);
+    }
+}

@@ -1,0 +1,282 @@
+//! The model's rules on small hand-made fixtures, and its invariants on
+//! random operation sequences.
+
+use super::*;
+use proptest::prelude::*;
+
+fn def(
+    module: &str,
+    replace: bool,
+    features: &[(u64, u32)],
+    functions: &[&'static str],
+) -> PatchDef {
+    PatchDef {
+        module: module.into(),
+        replace,
+        features: features
+            .iter()
+            .map(|&(id, version)| FeatureDef {
+                id,
+                version,
+                name: format!("feature-{id}"),
+                opt_in: false,
+                shadow: false,
+            })
+            .collect(),
+        functions: functions.to_vec(),
+        reports: module.into(),
+        pre_patch_error: None,
+    }
+}
+
+const ALL: &[&str] = &["cmdline_proc_show", STATUS_FUNCTION, BUSY_FUNCTION];
+
+fn defs() -> Defs {
+    [
+        def("cumul_v1", true, &[(1, 1)], ALL),
+        def("cumul_v2", true, &[(1, 2)], ALL),
+        def("cumul_none", true, &[], &[STATUS_FUNCTION]),
+        def("noncumul_v2", false, &[(1, 2)], ALL),
+        def("noncumul_v1", false, &[(1, 1)], &[STATUS_FUNCTION]),
+        def("noncumul_f2", false, &[(2, 1)], &["cmdline_proc_show"]),
+    ]
+    .into_iter()
+    .map(|d| (d.module.clone(), d))
+    .collect()
+}
+
+fn model() -> Model {
+    let mut model = Model::new(defs(), &[7, 2]);
+    model.step(&Op::Load("klp_target".into()), true).unwrap();
+    model
+}
+
+fn run(model: &mut Model, op: Op) -> Outcome {
+    model.step(&op, true).unwrap().outcome
+}
+
+fn load(name: &str) -> Op {
+    Op::Load(name.into())
+}
+
+#[test]
+fn cumulative_patch_must_carry_every_installed_state() {
+    let mut m = model();
+    assert_eq!(run(&mut m, load("noncumul_f2")), Outcome::Done);
+    // cumul_v1 lacks feature 2 (R2).
+    assert_eq!(run(&mut m, load("cumul_v1")), Outcome::Refused("EINVAL"));
+    assert_eq!(m.stack(), ["noncumul_f2"]);
+    assert!(!m.is_loaded("cumul_v1"));
+}
+
+#[test]
+fn noncumulative_patch_must_not_lower_a_version() {
+    let mut m = model();
+    run(&mut m, load("noncumul_v2"));
+    assert_eq!(run(&mut m, load("noncumul_v1")), Outcome::Refused("EINVAL"));
+    let mut mutated = model().with_mutation(Some(Mutation::NoncumulativeUnchecked));
+    run(&mut mutated, load("noncumul_v2"));
+    assert_eq!(run(&mut mutated, load("noncumul_v1")), Outcome::Done);
+}
+
+#[test]
+fn atomic_replace_takes_the_data_over_and_drops_the_old_patch() {
+    let mut m = model();
+    run(&mut m, load("cumul_v1"));
+    run(&mut m, load("cumul_v2"));
+    assert_eq!(m.stack(), ["cumul_v2"]);
+    let files = m.predicted_files();
+    assert_eq!(files["/sys/kernel/klp_features/1/allocations"], "1");
+    assert_eq!(files["/sys/kernel/klp_features/1/owner"], "cumul_v2");
+    assert_eq!(files["/sys/kernel/klp_target/status"], "cumul_v2 f1=v2");
+    assert_eq!(run(&mut m, Op::Unload("cumul_v1".into())), Outcome::Done);
+    assert_eq!(
+        run(&mut m, Op::Unload("cumul_v2".into())),
+        Outcome::Refused("EAGAIN")
+    );
+}
+
+#[test]
+fn disabling_the_top_patch_lowers_the_version() {
+    let mut m = model();
+    run(&mut m, load("cumul_v1"));
+    run(&mut m, load("noncumul_v2"));
+    assert_eq!(m.feature_versions()[&1], Some(2));
+    run(&mut m, Op::Disable("noncumul_v2".into()));
+    assert_eq!(m.feature_versions()[&1], Some(1));
+    let files = m.predicted_files();
+    assert_eq!(files["/sys/kernel/klp_target/status"], "cumul_v1 f1=v1");
+}
+
+#[test]
+fn a_parked_thread_holds_the_transition_until_released() {
+    let mut m = model();
+    run(&mut m, load("cumul_v1"));
+    run(&mut m, Op::Park);
+    let prediction = m.step(&load("cumul_v2"), false).unwrap();
+    assert_eq!(
+        prediction,
+        Prediction {
+            outcome: Outcome::Done,
+            settled: true
+        }
+    );
+    assert_eq!(m.in_transition(), Some(("cumul_v2", true)));
+    assert_eq!(
+        run(&mut m, Op::Wait("cumul_v2".into())),
+        Outcome::StillRunning
+    );
+    // One transition at a time (R12); the compatibility check comes first.
+    assert_eq!(run(&mut m, load("noncumul_f2")), Outcome::Refused("EBUSY"));
+    assert_eq!(run(&mut m, load("noncumul_v1")), Outcome::Refused("EINVAL"));
+    assert_eq!(
+        run(&mut m, Op::Disable("cumul_v1".into())),
+        Outcome::Refused("EBUSY")
+    );
+    let files = m.predicted_files();
+    assert_eq!(files["/sys/kernel/livepatch/cumul_v2/transition"], "1");
+    assert_eq!(files["/sys/kernel/klp_features/1/owner"], "cumul_v1");
+    let released = m.step(&Op::Release, false).unwrap();
+    assert!(!released.settled);
+    assert_eq!(run(&mut m, Op::Wait("cumul_v2".into())), Outcome::Done);
+    assert_eq!(m.stack(), ["cumul_v2"]);
+}
+
+#[test]
+fn a_thread_parked_in_the_original_does_not_hold_an_unrelated_patch() {
+    let mut m = model();
+    run(&mut m, Op::Park);
+    assert_eq!(
+        m.step(&load("noncumul_f2"), true).unwrap().outcome,
+        Outcome::Done
+    );
+    assert_eq!(m.in_transition(), None);
+}
+
+#[test]
+fn forced_replace_pins_the_replaced_module() {
+    let mut m = model();
+    run(&mut m, load("cumul_v1"));
+    run(&mut m, Op::Park);
+    m.step(&load("cumul_v2"), false).unwrap();
+    assert_eq!(
+        run(&mut m, Op::Force("cumul_v1".into())),
+        Outcome::Refused("EINVAL")
+    );
+    assert!(
+        !m.step(&Op::Force("cumul_v2".into()), false)
+            .unwrap()
+            .settled
+    );
+    assert_eq!(run(&mut m, Op::Wait("cumul_v2".into())), Outcome::Done);
+    assert_eq!(
+        run(&mut m, Op::Unload("cumul_v1".into())),
+        Outcome::Refused("EAGAIN")
+    );
+    assert!(m.is_pinned("cumul_v1"));
+}
+
+#[test]
+fn a_reversed_load_frees_what_it_allocated_and_leaves() {
+    let mut m = model();
+    run(&mut m, Op::Park);
+    m.step(&load("cumul_v1"), false).unwrap();
+    assert_eq!(m.in_transition(), Some(("cumul_v1", true)));
+    assert_eq!(run(&mut m, Op::Reverse("cumul_v1".into())), Outcome::Done);
+    run(&mut m, Op::Wait("cumul_v1".into()));
+    assert!(m.stack().is_empty());
+    let files = m.predicted_files();
+    assert_eq!(files["/sys/kernel/klp_features/1/allocations"], "1");
+    assert_eq!(files["/sys/kernel/klp_features/1/version"], "none");
+    assert_eq!(run(&mut m, Op::Unload("cumul_v1".into())), Outcome::Done);
+}
+
+#[test]
+fn a_disabled_patch_cannot_be_enabled_again() {
+    let mut m = model();
+    run(&mut m, load("cumul_v1"));
+    let enable = Op::WritePatchEnabled {
+        module: "cumul_v1".into(),
+        value: true,
+    };
+    assert_eq!(run(&mut m, enable.clone()), Outcome::Refused("EINVAL"));
+    run(&mut m, Op::Disable("cumul_v1".into()));
+    assert_eq!(run(&mut m, enable), Outcome::Refused("ENOENT"));
+    assert_eq!(run(&mut m, load("cumul_v1")), Outcome::Refused("EEXIST"));
+}
+
+#[test]
+fn sysfs_attributes_follow_the_kernel_version() {
+    let mut old = Model::new(defs(), &[5, 10, 240]);
+    old.step(&load("noncumul_f2"), true).unwrap();
+    let files = old.predicted_files();
+    assert!(files.contains_key("/sys/kernel/livepatch/noncumul_f2/enabled"));
+    assert!(!files
+        .keys()
+        .any(|k| k.ends_with("/patched") || k.ends_with("/replace")));
+    let mut new = Model::new(defs(), &[6, 14]);
+    new.step(&load("noncumul_f2"), true).unwrap();
+    let files = new.predicted_files();
+    assert_eq!(files["/sys/kernel/livepatch/noncumul_f2/stack_order"], "1");
+    assert_eq!(
+        files["/sys/kernel/livepatch/noncumul_f2/klp_target/patched"],
+        "0"
+    );
+}
+
+fn any_op() -> impl Strategy<Value = Op> {
+    let names: Vec<String> = defs().into_keys().collect();
+    let name = proptest::sample::select(names);
+    prop_oneof![
+        name.clone().prop_map(Op::Load),
+        name.clone().prop_map(Op::Disable),
+        name.clone().prop_map(Op::Unload),
+        name.clone().prop_map(Op::Reverse),
+        name.prop_map(Op::Force),
+        Just(Op::Park),
+        Just(Op::Release),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn invariants_hold_after_every_operation(ops in proptest::collection::vec(any_op(), 1..40)) {
+        let mut m = model();
+        for op in ops {
+            // Let a running transition end first, as a scenario's wait does.
+            if let Some((module, false)) = m.in_transition() {
+                let module = module.to_string();
+                m.step(&Op::Wait(module), true).unwrap();
+            }
+            let before = m.clone();
+            let prediction = m.step(&op, true).unwrap();
+            if let Outcome::Refused(_) = prediction.outcome {
+                prop_assert_eq!(m.predicted_files(), before.predicted_files(), "{:?} was refused", op);
+                prop_assert_eq!(&m.loaded, &before.loaded);
+            }
+            if let (Op::Load(name), Outcome::Done, true) = (&op, &prediction.outcome, prediction.settled) {
+                if m.defs()[name].replace && m.in_transition().is_none() {
+                    prop_assert_eq!(m.stack(), vec![name.clone()], "after a cumulative load");
+                }
+            }
+            let files = m.predicted_files();
+            let orders: Vec<&String> = files.iter().filter(|(k, _)| k.ends_with("/stack_order")).map(|(_, v)| v).collect();
+            let mut sorted: Vec<usize> = orders.iter().map(|v| v.parse().unwrap()).collect();
+            sorted.sort();
+            prop_assert_eq!(sorted, (1..=m.stack().len()).collect::<Vec<_>>(), "stack order is contiguous");
+            let enabled = m.stack().iter().filter(|p| m.enabled(p) == Some(true)).count();
+            prop_assert!(enabled + usize::from(m.in_transition().is_some()) >= m.stack().len());
+            for module in &m.pinned {
+                prop_assert!(m.is_loaded(module), "pinned {} is loaded", module);
+            }
+            for p in m.stack() {
+                prop_assert!(m.is_loaded(&p), "listed {} is loaded", p);
+            }
+            for feature in m.features.values() {
+                for (owner, _) in &feature.owners {
+                    prop_assert!(m.stack().contains(owner), "owner {} is listed", owner);
+                }
+            }
+        }
+    }
+}
