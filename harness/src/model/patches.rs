@@ -145,9 +145,21 @@ impl Model {
     /// Apply one operation; `wait` is whether the step then waits for the
     /// transition it started (as `load` and `disable` do by default).
     pub fn step(&mut self, op: &Op, wait: bool) -> Result<Prediction, Unsupported> {
-        // A transition nobody holds ended at klp's next try, before this step.
-        if !matches!(op, Op::Wait(_)) {
-            self.settle();
+        // A transition nobody holds ends at klp's next try, within a
+        // second: until a wait, only steps it cannot affect are predictable.
+        if let Some(t) = self.transition.as_ref().filter(|t| !t.blocked) {
+            let independent = match op {
+                Op::Wait(_) | Op::Release | Op::WriteFeatureEnabled { .. } => true,
+                Op::Unload(module) => *module != t.module && module != BUSY_TARGET,
+                _ => false,
+            };
+            if !independent {
+                return Err(Unsupported(format!(
+                    "{op:?} while the transition of {} may end at any moment; \
+                     expected a `wait: {}` before it",
+                    t.module, t.module
+                )));
+            }
         }
         let outcome = match op {
             Op::Load(module) => self.load(module)?,
@@ -199,13 +211,6 @@ impl Model {
 
     fn is_transition(&self, module: &str) -> bool {
         self.transition.as_ref().is_some_and(|t| t.module == module)
-    }
-
-    /// End a transition that nothing holds open.
-    fn settle(&mut self) {
-        if self.transition.as_ref().is_some_and(|t| !t.blocked) {
-            self.complete_transition();
-        }
     }
 
     fn wait(&mut self, module: &str) -> Outcome {
@@ -497,7 +502,8 @@ impl Model {
     }
 
     /// The fixture's post_patch: each feature is published; a cumulative
-    /// patch replaces the feature's whole owner stack.
+    /// patch replaces the feature's whole owner stack. Publishing again
+    /// (after a reversed disable) keeps the patch's place.
     fn post_patch(&mut self, index: usize) {
         let module = self.patches[index].module.clone();
         let def = self.def(&module).clone();
@@ -506,7 +512,9 @@ impl Model {
             if def.replace {
                 entry.owners.clear();
             }
-            if entry.owners.len() < FEATURE_DEPTH {
+            if let Some(owner) = entry.owners.iter_mut().find(|(o, _)| *o == module) {
+                owner.1 = feature.version;
+            } else if entry.owners.len() < FEATURE_DEPTH {
                 entry.owners.push((module.clone(), feature.version));
             }
         }
