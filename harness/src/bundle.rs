@@ -56,6 +56,13 @@ pub fn write(project: &Project, scenario: &Scenario, out: &Path) -> Result<()> {
     let scenario_at = bundled_scenario_path(project, scenario);
     for fixture in &scenario.fixtures {
         match &fixture.source {
+            // A scenario's own fixture specs stay beside it.
+            FixtureSource::Livepatch { file, .. }
+                if file.parent() == Some(&scenario::local_fixtures_dir(&scenario.file)) =>
+            {
+                let beside = scenario::local_fixtures_dir(&scenario_at);
+                add(&beside.join(file.file_name().unwrap_or_default()), file)?
+            }
             FixtureSource::Livepatch { file, .. } => add(&in_project(root, file)?, file)?,
             FixtureSource::Module { dir } => add(&in_project(root, dir)?, dir)?,
             FixtureSource::External {

@@ -29,6 +29,9 @@ pub struct Scenario {
     /// Steps in the order they run, repeat blocks unrolled.
     pub steps: Vec<CheckedStep>,
     pub allow: Allowances,
+    /// The fixtures as the reference model knows them, when some step
+    /// follows the model.
+    pub model: Option<crate::model::Defs>,
 }
 
 /// Kernel log lines and taint flags a scenario tolerates.
@@ -66,6 +69,8 @@ pub struct CheckedStep {
     pub action: Action,
     pub expected_errno: Option<String>,
     pub wait_transition: bool,
+    /// Checked against the reference model.
+    pub follow_model: bool,
     pub expect: super::model::Expect,
 }
 
@@ -114,10 +119,25 @@ pub fn scenario_name(project: &Project, file: &Path) -> String {
     }
 }
 
-/// Every scenario file under scenarios/, sorted.
+/// The directory of fixture specs that belong to one scenario file.
+pub fn local_fixtures_dir(scenario_file: &Path) -> PathBuf {
+    scenario_file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(LOCAL_FIXTURES)
+}
+
+const LOCAL_FIXTURES: &str = "fixtures";
+
+/// Every scenario file under scenarios/, sorted (fixture specs kept
+/// beside scenarios are not scenarios).
 pub fn scenario_files(project: &Project) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(project.scenarios_dir()).sort_by_file_name() {
+    let walk = walkdir::WalkDir::new(project.scenarios_dir()).sort_by_file_name();
+    for entry in walk
+        .into_iter()
+        .filter_entry(|entry| !(entry.file_type().is_dir() && entry.file_name() == LOCAL_FIXTURES))
+    {
         let entry = entry?;
         if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == "yaml") {
             files.push(entry.into_path());
@@ -193,7 +213,15 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         requires.sysfs.push(attribute.value.clone());
     }
 
-    let available = fixture::names(project)?;
+    // A scenario may carry fixture specs of its own in a fixtures/
+    // directory beside it (as `explore` writes them); they come first.
+    let local_dir = local_fixtures_dir(file);
+    let local = match local_dir.is_dir() {
+        true => fixture::names_in(&local_dir)?,
+        false => Vec::new(),
+    };
+    let mut available = fixture::names(project)?;
+    available.extend(local.iter().cloned());
     let mut fixtures = Vec::new();
     for name in &raw.fixtures {
         if !available.contains(&name.value) {
@@ -204,7 +232,10 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
                 available.join(", ")
             );
         }
-        fixtures.push(fixture::find(project, &name.value)?);
+        fixtures.push(match local.contains(&name.value) {
+            true => fixture::find_in(&local_dir, &name.value)?,
+            false => fixture::find(project, &name.value)?,
+        });
     }
     let mut needs_kernel_source = false;
     for external in &raw.external {
@@ -244,9 +275,19 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         bail!("{}: a scenario needs at least one step", file.display());
     }
     let mut steps = Vec::new();
-    check_steps(file, raw.steps, &fixtures, "", &mut steps)?;
+    let context = BlockContext {
+        file,
+        fixtures: &fixtures,
+        follow_model: raw.follow_model,
+    };
+    check_steps(&context, raw.steps, "", &mut steps)?;
     check_order(&steps)?;
     let allow = check_allow(file, &raw.allow)?;
+    let model = if steps.iter().any(|step| step.follow_model) {
+        Some(super::follow::model_defs(&fixtures, &steps)?)
+    } else {
+        None
+    };
     Ok(Scenario {
         name: scenario_name(project, file),
         file: file.to_path_buf(),
@@ -258,6 +299,7 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         needs_kernel_source,
         steps,
         allow,
+        model,
     })
 }
 
@@ -287,18 +329,26 @@ pub const TAINT_FLAGS: &[char] = &[
 ];
 
 /// Check the steps of one block and append them, unrolling repeat blocks.
+/// What every step of a scenario is checked against.
+struct BlockContext<'a> {
+    file: &'a Path,
+    fixtures: &'a [Fixture],
+    /// The scenario's `follow_model`, which a step may override.
+    follow_model: bool,
+}
+
 fn check_steps(
-    file: &Path,
+    context: &BlockContext,
     block: Vec<Spanned<Step>>,
-    fixtures: &[Fixture],
     prefix: &str,
     out: &mut Vec<CheckedStep>,
 ) -> Result<()> {
+    let file = context.file;
     for (index, mut step) in block.into_iter().enumerate() {
         let label = format!("{prefix}{}", index + 1);
         let position = Position::new(file, &step.referenced);
         match (step.value.repeat.take(), step.value.steps.take()) {
-            (None, None) => out.push(check_step(file, step, fixtures, label)?),
+            (None, None) => out.push(check_step(context, step, label)?),
             (Some(count), Some(body)) => {
                 if count.value == 0 {
                     bail!(
@@ -315,13 +365,7 @@ fn check_steps(
                     bail!("{position}: a `repeat` step cannot also {field}; put it inside `steps`");
                 }
                 for round in 1..=count.value {
-                    check_steps(
-                        file,
-                        body.clone(),
-                        fixtures,
-                        &format!("{label}[{round}]."),
-                        out,
-                    )?;
+                    check_steps(context, body.clone(), &format!("{label}[{round}]."), out)?;
                 }
             }
             (Some(count), None) => bail!(
@@ -404,11 +448,11 @@ fn check_order(steps: &[CheckedStep]) -> Result<()> {
 }
 
 fn check_step(
-    file: &Path,
+    context: &BlockContext,
     step: Spanned<Step>,
-    fixtures: &[Fixture],
     label: StepLabel,
 ) -> Result<CheckedStep> {
+    let (file, fixtures) = (context.file, context.fixtures);
     let position = Position::new(file, &step.referenced);
     let step = step.value;
     type MakeAction = fn(String) -> Action;
@@ -498,6 +542,7 @@ fn check_step(
         action,
         expected_errno: step.error.map(|e| e.value),
         wait_transition: step.wait_transition,
+        follow_model: step.follow_model.map_or(context.follow_model, |f| f.value),
         expect: step.expect,
     })
 }
@@ -530,7 +575,7 @@ mod tests {
     #[test]
     fn misspelt_top_level_key() {
         let err = error_of("description: d\nfixture: [klp_target]\nsteps: []\n");
-        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, rules, kernels, requires, fixtures, external, steps, allow");
+        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, rules, kernels, requires, fixtures, external, steps, follow_model, allow");
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! scenario YAML ──> steps ──> observations ──> verdict.
 
 mod artifacts;
+pub mod follow;
 mod load;
 pub mod model;
 mod observe;
 mod run;
 
 pub use artifacts::rerun_command;
-pub use load::{load, parse, scenario_files, scenario_name, Action, Scenario, BUSY_TARGET};
+pub use load::{
+    load, local_fixtures_dir, parse, scenario_files, scenario_name, Action, Scenario, BUSY_TARGET,
+};
 pub use observe::{wait_transition_command as wait_command, SNAPSHOT_COMMAND};
 pub use run::{run_steps, Settings};
 
@@ -214,7 +217,10 @@ fn execute_inner(
         &mut guest,
         scenario,
         &scenario.steps,
-        run::Settings::new(&verdict.artifacts),
+        run::Settings::new(&verdict.artifacts).follow(
+            scenario,
+            verdict.kernel_version.as_deref().unwrap_or_default(),
+        )?,
         &mut trace,
     );
     std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;
@@ -348,7 +354,10 @@ pub fn shell(
         &mut guest,
         scenario,
         steps,
-        run::Settings::new(&verdict.artifacts),
+        run::Settings::new(&verdict.artifacts).follow(
+            scenario,
+            verdict.kernel_version.as_deref().unwrap_or_default(),
+        )?,
         &mut trace,
     );
     std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;

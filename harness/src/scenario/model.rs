@@ -37,6 +37,12 @@ pub struct ScenarioFile {
     pub external: Vec<Spanned<External>>,
     #[schemars(with = "Vec<Step>")]
     pub steps: Vec<Spanned<Step>>,
+    /// Check every step against the reference model as well: the step's
+    /// outcome (success or errno) and every file under
+    /// /sys/kernel/livepatch, /sys/kernel/klp_features and
+    /// /sys/kernel/klp_target. Explicit expectations are checked first.
+    #[serde(default)]
+    pub follow_model: bool,
     /// Kernel log lines and taint flags this scenario expects, which would
     /// otherwise fail it.
     #[serde(default)]
@@ -132,6 +138,10 @@ pub struct Step {
     /// The action must fail with this errno (e.g. EINVAL) instead of succeeding.
     #[schemars(with = "Option<String>")]
     pub error: Option<Spanned<String>>,
+    /// Check this step against the reference model, or not, whatever the
+    /// scenario's `follow_model` says. The model follows the step either way.
+    #[schemars(with = "Option<bool>")]
+    pub follow_model: Option<Spanned<bool>>,
     /// Whether `load`/`disable` wait for the transition to end (default true).
     #[serde(default = "yes")]
     pub wait_transition: bool,

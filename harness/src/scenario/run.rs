@@ -1,11 +1,13 @@
 //! scenario ──> steps ──> observations ──> verdict, in one booted guest.
 
+use super::follow::Follower;
 use super::load::{Action, CheckedStep, Scenario, EXPECTED_TAINT};
 use super::model::{FeatureState, PatchState};
 use super::observe;
 use crate::errno;
 use crate::fixture;
 use crate::guest::Guest;
+use crate::model::Outcome;
 use anyhow::{anyhow, bail, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Where the sysfs snapshot after each step goes.
     pub snapshots: PathBuf,
+    /// The reference model, for scenarios with steps that follow it.
+    pub follower: Option<Follower>,
 }
 
 impl Settings {
@@ -33,7 +37,16 @@ impl Settings {
                 transition: super::Timeouts::from_env().transition,
             },
             snapshots: artifacts.join("snapshots"),
+            follower: None,
         }
+    }
+
+    /// Follow the scenario with the reference model, if it asks for that.
+    pub fn follow(mut self, scenario: &Scenario, kernel_version: &str) -> Result<Self> {
+        if let Some(defs) = &scenario.model {
+            self.follower = Some(Follower::new(defs.clone(), kernel_version, None)?);
+        }
+        Ok(self)
     }
 }
 
@@ -42,7 +55,7 @@ pub fn run_steps(
     guest: &mut Guest,
     scenario: &Scenario,
     steps: &[CheckedStep],
-    settings: Settings,
+    mut settings: Settings,
     trace: &mut String,
 ) -> Result<()> {
     let limits = settings.limits;
@@ -57,8 +70,11 @@ pub fn run_steps(
         let result = run_step(
             guest,
             step,
-            limits,
-            &scenario.allow.log,
+            StepContext {
+                limits,
+                allowed_log: &scenario.allow.log,
+                follower: settings.follower.as_mut(),
+            },
             trace,
             &mut snapshot,
         );
@@ -109,14 +125,29 @@ pub fn run_steps(
     Ok(())
 }
 
+/// What a step runs with besides the guest.
+struct StepContext<'a> {
+    limits: Limits,
+    allowed_log: &'a [String],
+    follower: Option<&'a mut Follower>,
+}
+
 fn run_step(
     guest: &mut Guest,
     step: &CheckedStep,
-    limits: Limits,
-    allowed_log: &[String],
+    context: StepContext,
     trace: &mut String,
     snapshot: &mut Option<String>,
 ) -> Result<()> {
+    let StepContext {
+        limits,
+        allowed_log,
+        mut follower,
+    } = context;
+    let prediction = match follower.as_deref_mut() {
+        Some(follower) => follower.predict(step)?,
+        None => None,
+    };
     // Steps name fixtures by file; the kernel knows them by module name.
     let module = |name: &String| fixture::module_name(name);
     let mut command = match &step.action {
@@ -186,6 +217,16 @@ fn run_step(
             }
         }
     }
+    if let Some(prediction) = prediction.as_ref().filter(|_| step.follow_model) {
+        let found = if result.status != 0 {
+            Outcome::Refused(errno::from_message(&result.output).unwrap_or("an unrecognised error"))
+        } else if result.output.contains(STILL_RUNNING) {
+            Outcome::StillRunning
+        } else {
+            Outcome::Done
+        };
+        Follower::check_outcome(&prediction.outcome, &found)?;
+    }
     if let Some(expected) = &step.expect.output {
         let found = result.output.trim_end_matches('\n');
         if found != expected.value {
@@ -194,7 +235,7 @@ fn run_step(
     }
     // The sysfs snapshot rides along with the kernel log sync.
     let (log, taken) = guest.kernel_log_since_last_and(observe::SNAPSHOT_COMMAND)?;
-    *snapshot = Some(taken);
+    *snapshot = Some(taken.clone());
     trace.push_str(&log);
     if let Some(line) = observe::kernel_splat(&log, allowed_log) {
         bail!("the kernel logged a warning or crash: {}", line.trim());
@@ -208,7 +249,17 @@ fn run_step(
             line.trim()
         );
     }
-    check_expectations(guest, step, &log)
+    check_expectations(guest, step, &log)?;
+    match (prediction.filter(|_| step.follow_model), follower) {
+        (Some(prediction), Some(follower)) if prediction.settled => follower.check_files(&taken),
+        (Some(_), Some(_)) => {
+            trace.push_str(
+                "(sysfs not compared with the model: a transition may end at any moment)\n",
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Result<()> {
