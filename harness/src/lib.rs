@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bundle;
 pub mod cache;
 pub mod errno;
+pub mod explore;
 pub mod fixture;
 pub mod guest;
 pub mod host;

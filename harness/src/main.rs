@@ -85,6 +85,33 @@ enum Command {
         #[arg(long, short = 'j', default_value_t = scenario::default_jobs())]
         jobs: usize,
     },
+    /// Run random load / replace / revert sequences over a generated pool
+    /// of fixtures and compare every step with the reference model; shrink
+    /// the first divergence and write it as a scenario file. Exits 1 when
+    /// one is found.
+    Explore {
+        #[arg(long, default_value = kernel::DEFAULT)]
+        kernel: String,
+        /// Seed of the pool and of every sequence (the run is reproducible).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Sequences to run.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// Operations per sequence.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Stop starting sequences after this many seconds.
+        #[arg(long)]
+        time: Option<u64>,
+        /// Fixtures in the generated pool.
+        #[arg(long, default_value_t = 6)]
+        pool: usize,
+        /// Put a known-wrong rule into the model (to check that exploration
+        /// finds and shrinks the divergence it causes).
+        #[arg(long)]
+        mutate: Option<klp_harness::model::Mutation>,
+    },
     /// Check scenario files without booting anything.
     Check { scenarios: Vec<String> },
     /// Print the JSON Schema of scenario files.
@@ -191,6 +218,32 @@ fn real_main() -> Result<()> {
                 "{}",
                 klp_harness::bench::run(&project, &Cache::from_env()?, &spec, &options)?
             );
+            Ok(())
+        }
+        Command::Explore {
+            kernel,
+            seed,
+            runs,
+            steps,
+            time,
+            pool,
+            mutate,
+        } => {
+            let spec = kernel::find(&project, &kernel)?;
+            let options = klp_harness::explore::Options {
+                seed,
+                runs,
+                steps,
+                time: time.map(std::time::Duration::from_secs),
+                pool,
+                mutation: mutate,
+            };
+            let report =
+                klp_harness::explore::explore(&project, &Cache::from_env()?, &spec, &options)?;
+            print!("{}", klp_harness::explore::summary(&report));
+            if !report.divergences.is_empty() {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Schema => {

@@ -39,6 +39,16 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
             }
         }
     }
+    for spec in &kernels {
+        trials.push(explore_trial(spec));
+    }
+    // The self-built kernel finishes transitions in milliseconds.
+    let fast = ["src-7.2", kernel::DEFAULT]
+        .into_iter()
+        .find_map(|name| kernels.iter().find(|spec| spec.name == name));
+    if let Some(spec) = fast {
+        trials.push(injected_rule_trial(spec));
+    }
     if let Some(spec) = kernels.iter().find(|spec| spec.name == kernel::DEFAULT) {
         trials.push(wrong_expectation_trial(&project, spec)?);
         trials.push(shell_trial(spec));
@@ -218,6 +228,83 @@ fn bundle_trial(spec: &KernelSpec) -> Trial {
             }
             if !root.join("target/klp-harness/runs").is_dir() {
                 return Err("the re-run did not keep its logs inside the bundle".into());
+            }
+            Ok(())
+        },
+    )
+}
+
+fn explore_command(
+    kernel: &str,
+    seed: &str,
+    extra: &[&str],
+) -> std::io::Result<std::process::Output> {
+    std::process::Command::new(env!("CARGO_BIN_EXE_klp-harness"))
+        .args([
+            "explore", "--kernel", kernel, "--seed", seed, "--steps", "10",
+        ])
+        .args(extra)
+        .output()
+}
+
+/// Random sequences on a real kernel agree with the reference model.
+fn explore_trial(spec: &KernelSpec) -> Trial {
+    let kernel = spec.name.clone();
+    Trial::test(format!("explore::agrees-with-model::{kernel}"), move || {
+        let output = explore_command(&kernel, "2", &["--runs", "10"])?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() || !stdout.contains("no divergence from the reference model") {
+            return Err(format!(
+                "explore on {kernel} ({}):\n{stdout}\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
+        }
+        Ok(())
+    })
+}
+
+/// With one rule of the model made wrong on purpose, exploration finds a
+/// divergence and shrinks it to a scenario of at most 5 steps, which fails.
+fn injected_rule_trial(spec: &KernelSpec) -> Trial {
+    let kernel = spec.name.clone();
+    Trial::test(
+        format!("explore::finds-injected-wrong-rule::{kernel}"),
+        move || {
+            let output = explore_command(
+                &kernel,
+                "1",
+                &["--runs", "50", "--mutate", "noncumulative-unchecked"],
+            )?;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let fail = |why: &str| format!("{why} ({}):\n{stdout}", output.status);
+            if output.status.code() != Some(1) {
+                return Err(fail("expected exit status 1 for a divergence").into());
+            }
+            let line = stdout
+                .lines()
+                .find(|line| line.starts_with("divergence, shrunk from"))
+                .ok_or_else(|| fail("no divergence reported"))?;
+            let shrunk: usize = line
+                .split(" to ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| fail("unreadable divergence line"))?;
+            if shrunk > 5 {
+                return Err(fail(&format!("shrunk only to {shrunk} steps")).into());
+            }
+            // The file is an ordinary scenario, and it fails on the kernel: the
+            // kernel refuses the non-cumulative patch the wrong rule let in.
+            let file = line.rsplit(": ").next().unwrap_or_default();
+            let rerun = std::process::Command::new(env!("CARGO_BIN_EXE_klp-harness"))
+                .args(["run", "--kernel", &kernel, file])
+                .output()?;
+            let rerun_out = String::from_utf8_lossy(&rerun.stdout);
+            let rerun_err = String::from_utf8_lossy(&rerun.stderr);
+            if rerun.status.success() || !rerun_err.contains("Invalid argument") {
+                return Err(format!("re-running {file}: {rerun_out}\n{rerun_err}").into());
             }
             Ok(())
         },

@@ -1,0 +1,404 @@
+//! `klp-harness explore`: random load / replace / revert sequences over a
+//! generated pool of fixtures, run in a real guest and compared step by
+//! step with the reference model. A divergence is shrunk by delta
+//! debugging and written as an ordinary scenario file.
+
+mod pool;
+mod sequence;
+mod shrink;
+
+use crate::cache::Cache;
+use crate::guest::Guest;
+use crate::kernel::{self, KernelSpec};
+use crate::model::{Defs, Model, Mutation, Op};
+use crate::project::Project;
+use crate::scenario::{self, follow::Follower, Settings, BUSY_TARGET};
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub struct Options {
+    pub seed: u64,
+    /// Sequences to run at most.
+    pub runs: usize,
+    /// Operations per sequence (waits the sequence needs come on top).
+    pub steps: usize,
+    /// Stop starting sequences after this long.
+    pub time: Option<Duration>,
+    /// Fixtures in the generated pool.
+    pub pool: usize,
+    /// A wrong rule to put into the model, to check that exploration finds it.
+    pub mutation: Option<Mutation>,
+}
+
+/// What an exploration did.
+pub struct Report {
+    pub kernel: String,
+    pub runs: usize,
+    pub steps: usize,
+    pub elapsed: Duration,
+    pub boots: usize,
+    /// The pool, one line per fixture.
+    pub pool: Vec<String>,
+    /// Scenario files written for divergences.
+    pub divergences: Vec<Divergence>,
+    pub workspace: PathBuf,
+}
+
+pub struct Divergence {
+    pub file: PathBuf,
+    /// Steps of the original sequence and of the shrunk scenario
+    /// (klp_target's load included).
+    pub original_steps: usize,
+    pub shrunk_steps: usize,
+    pub failure: String,
+}
+
+/// The scenario the pool's guest boots with: every pool fixture.
+const POOL_SCENARIO: &str = "explore-pool.yaml";
+
+pub fn explore(
+    project: &Project,
+    cache: &Cache,
+    spec: &KernelSpec,
+    options: &Options,
+) -> Result<Report> {
+    let started = Instant::now();
+    let workspace = project
+        .root()
+        .join("target/klp-harness/explore")
+        .join(format!("{}-seed{}", spec.name, options.seed));
+    if workspace.exists() {
+        std::fs::remove_dir_all(&workspace)
+            .with_context(|| format!("cannot clear {}", workspace.display()))?;
+    }
+    let fixtures_dir = scenario::local_fixtures_dir(&workspace.join(POOL_SCENARIO));
+    std::fs::create_dir_all(&fixtures_dir)
+        .with_context(|| format!("cannot create {}", fixtures_dir.display()))?;
+
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let fixtures = pool::generate(&mut rng, options.seed, options.pool);
+    for fixture in &fixtures {
+        std::fs::write(
+            fixtures_dir.join(format!("{}.yaml", fixture.name)),
+            fixture.yaml(options.seed),
+        )?;
+    }
+    let names: Vec<String> = fixtures.iter().map(|f| f.name.clone()).collect();
+    let defs: Defs = fixtures.iter().map(|f| (f.name.clone(), f.def())).collect();
+
+    let kernel_version = kernel::prepare(spec, cache)?.version;
+    let mut runner = Runner::new(project, cache, spec, &workspace, &names)?;
+    let version = crate::kernel::features::parse_version(&kernel_version)?;
+    let mut start = Model::new(defs.clone(), &version).with_mutation(options.mutation);
+    start
+        .step(&Op::Load(BUSY_TARGET.to_string()), true)
+        .expect("the model loads klp_target");
+    runner.follow = Some((defs, kernel_version.clone(), options.mutation));
+
+    let progress = ProgressBar::new(options.runs as u64);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} sequences on {prefix}: {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    progress.set_prefix(spec.name.clone());
+    let mut report = Report {
+        kernel: spec.name.clone(),
+        runs: 0,
+        steps: 0,
+        elapsed: Duration::ZERO,
+        boots: 0,
+        pool: fixtures.iter().map(pool::PoolFixture::summary).collect(),
+        divergences: Vec::new(),
+        workspace: workspace.clone(),
+    };
+    for run in 0..options.runs {
+        if options.time.is_some_and(|limit| started.elapsed() >= limit) {
+            break;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(sequence_seed(options.seed, run));
+        let ops = sequence::generate(&mut rng, &start, &names, options.steps);
+        report.runs += 1;
+        report.steps += ops.len() + 1;
+        let label = format!("sequence-{:04}", run + 1);
+        if let Some(failure) = runner.run(&start, &ops, &label)? {
+            progress.suspend(|| {
+                eprintln!(
+                    "{label} diverged; shrinking it:\n{}",
+                    first_lines(&failure, 12)
+                )
+            });
+            let divergence = shrink_and_write(&mut runner, &start, ops, &label, options, spec)?;
+            report.divergences.push(divergence);
+            break;
+        }
+        progress.set_message(format!(
+            "{} steps, {} boots, 0 divergences",
+            report.steps, runner.boots
+        ));
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    runner.stop();
+    report.boots = runner.boots;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn sequence_seed(seed: u64, run: usize) -> u64 {
+    seed.wrapping_mul(1_000_003).wrapping_add(run as u64)
+}
+
+fn first_lines(text: &str, count: usize) -> String {
+    text.lines().take(count).collect::<Vec<_>>().join("\n")
+}
+
+fn shrink_and_write(
+    runner: &mut Runner,
+    start: &Model,
+    ops: Vec<Op>,
+    label: &str,
+    options: &Options,
+    spec: &KernelSpec,
+) -> Result<Divergence> {
+    let original_steps = ops.len() + 1;
+    let mut attempt = 0;
+    let mut last_failure = None;
+    let mut run_error = None;
+    let shrunk = shrink::ddmin(ops, |candidate| {
+        if run_error.is_some() || sequence::replay(start, candidate).is_none() {
+            return false;
+        }
+        attempt += 1;
+        match runner.run(start, candidate, &format!("{label}-shrink-{attempt:03}")) {
+            Ok(Some(failure)) => {
+                last_failure = Some(failure);
+                true
+            }
+            Ok(None) => false,
+            Err(err) => {
+                run_error = Some(err);
+                false
+            }
+        }
+    });
+    if let Some(err) = run_error {
+        return Err(err.context("shrinking the divergent sequence"));
+    }
+    // Run the result once more: it is what the file shows.
+    let failure = runner
+        .run(start, &shrunk, &format!("{label}-shrunk"))?
+        .or(last_failure)
+        .unwrap_or_else(|| "the shrunk sequence passed when run again".to_string());
+    let moves = sequence::replay(start, &shrunk).expect("the shrunk sequence replays");
+    let file = runner.workspace.join(format!("divergence-{label}.yaml"));
+    let shown = file
+        .strip_prefix(runner.project_root.as_path())
+        .unwrap_or(&file)
+        .display()
+        .to_string();
+    let mutation = options
+        .mutation
+        .map(|m| {
+            let name = clap::ValueEnum::to_possible_value(&m)
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default();
+            format!(" --mutate {name}")
+        })
+        .unwrap_or_default();
+    let header = format!(
+        "Found by `klp-harness explore --kernel {kernel} --seed {seed} --steps {steps} --pool {pool}{mutation}`\n\
+         ({label}, shrunk from {original_steps} to {shrunk_steps} steps by delta debugging).\n\
+         The kernel disagreed with the reference model:\n{failure}\n\
+         Re-run: cargo run --release -- run --kernel {kernel} {shown}",
+        kernel = spec.name,
+        seed = options.seed,
+        steps = options.steps,
+        pool = options.pool,
+        shrunk_steps = moves.len() + 1,
+        failure = first_lines(&failure, 6)
+    );
+    let description = format!(
+        "explore seed {} {label} on {}, shrunk to {} steps",
+        options.seed,
+        spec.name,
+        moves.len() + 1
+    );
+    let text = sequence::scenario_yaml(
+        &header,
+        &description,
+        &sequence::fixtures_used(&runner.pool, &moves),
+        &moves,
+    );
+    std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(Divergence {
+        file,
+        original_steps,
+        shrunk_steps: moves.len() + 1,
+        failure,
+    })
+}
+
+/// Runs sequences in one guest while that is safe, booting a fresh one
+/// after a failure or when the reset cannot clean up (a forced
+/// transition pins modules for good).
+struct Runner<'a> {
+    project: &'a Project,
+    project_root: PathBuf,
+    cache: &'a Cache,
+    spec: &'a KernelSpec,
+    workspace: PathBuf,
+    pool: Vec<String>,
+    pool_scenario: scenario::Scenario,
+    guest: Option<Guest>,
+    boots: usize,
+    /// Model inputs for each run's follower.
+    follow: Option<(Defs, String, Option<Mutation>)>,
+}
+
+impl<'a> Runner<'a> {
+    fn new(
+        project: &'a Project,
+        cache: &'a Cache,
+        spec: &'a KernelSpec,
+        workspace: &Path,
+        pool: &[String],
+    ) -> Result<Self> {
+        let file = workspace.join(POOL_SCENARIO);
+        let text = format!(
+            "description: every fixture of the pool\nfixtures: [{BUSY_TARGET}, {}]\nsteps:\n  - load: {BUSY_TARGET}\n",
+            pool.join(", ")
+        );
+        std::fs::write(&file, &text)?;
+        let pool_scenario = scenario::parse(project, &file, &text)?;
+        Ok(Runner {
+            project,
+            project_root: project.root().to_path_buf(),
+            cache,
+            spec,
+            workspace: workspace.to_path_buf(),
+            pool: pool.to_vec(),
+            pool_scenario,
+            guest: None,
+            boots: 0,
+            follow: None,
+        })
+    }
+
+    /// Run one sequence; Some(failure) when the kernel and the model differ.
+    fn run(&mut self, start: &Model, ops: &[Op], label: &str) -> Result<Option<String>> {
+        let moves = sequence::replay(start, ops).context("a sequence the model cannot follow")?;
+        let file = self.workspace.join(format!("{label}.yaml"));
+        let text = sequence::scenario_yaml(
+            label,
+            label,
+            &sequence::fixtures_used(&self.pool, &moves),
+            &moves,
+        );
+        std::fs::write(&file, &text)?;
+        let scenario = scenario::parse(self.project, &file, &text)?;
+        let artifacts = self.workspace.join("runs").join(label);
+        std::fs::create_dir_all(&artifacts)?;
+        let mut settings = Settings::new(&artifacts);
+        if let Some((defs, version, mutation)) = &self.follow {
+            settings.follower = Some(Follower::new(defs.clone(), version, *mutation)?);
+        }
+        if self.guest.is_none() {
+            self.guest = Some(scenario::boot_guest(
+                self.project,
+                self.cache,
+                &self.pool_scenario,
+                self.spec,
+            )?);
+            self.boots += 1;
+        }
+        let guest = self.guest.as_mut().expect("booted");
+        let mut trace = String::new();
+        let result = scenario::run_steps(guest, &scenario, &scenario.steps, settings, &mut trace);
+        std::fs::write(artifacts.join("steps.log"), &trace)?;
+        match result {
+            Ok(()) => {
+                if !self.reset(&artifacts)? {
+                    self.stop();
+                }
+                std::fs::remove_file(&file).ok();
+                Ok(None)
+            }
+            Err(err) => {
+                let console = self.workspace.join("runs").join(label).join("console.log");
+                if let Some(guest) = self.guest.take() {
+                    std::fs::write(&console, guest.vm.console.text()).ok();
+                    drop(guest);
+                }
+                Ok(Some(format!("{err:#}\n(logs: {})", artifacts.display())))
+            }
+        }
+    }
+
+    /// Bring the guest back to a fresh boot's state; false if it cannot.
+    /// What the reset printed goes to `artifacts`/reset.log.
+    fn reset(&mut self, artifacts: &Path) -> Result<bool> {
+        let Some(guest) = self.guest.as_mut() else {
+            return Ok(false);
+        };
+        let limit = scenario::Timeouts::from_env().transition;
+        let wait = scenario::wait_command("$p", limit);
+        let command = format!(
+            "echo 0 > /sys/kernel/klp_target/park 2>/dev/null; r=0; \
+             while p=$(ls /sys/kernel/livepatch | tail -n 1); [ -n \"$p\" ] && [ $r -lt 20 ]; do \
+               r=$((r+1)); {wait}; echo 0 > /sys/kernel/livepatch/$p/enabled 2>/dev/null; {wait}; \
+             done; \
+             for m in $(cut -d' ' -f1 /proc/modules); do \
+               case $m in klp_s*|{BUSY_TARGET}) rmmod $m;; esac; done; \
+             rmmod klp_features && insmod /boot-modules/*-klp_features.ko && \
+             [ -z \"$(ls /sys/kernel/livepatch)\" ] && \
+             ! grep -qE '^(klp_s|{BUSY_TARGET} )' /proc/modules && echo CLEAN"
+        );
+        let output = guest.run(&command)?;
+        std::fs::write(
+            artifacts.join("reset.log"),
+            format!("$ {command}\n{}[status {}]\n", output.output, output.status),
+        )?;
+        Ok(output.output.contains("CLEAN"))
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut guest) = self.guest.take() {
+            guest.vm.kill();
+        }
+    }
+}
+
+/// The report as printed at the end of `explore`.
+pub fn summary(report: &Report) -> String {
+    let mut text = format!(
+        "explored {}: {} sequences, {} steps, {} guest boots, {:.1} s\npool:\n",
+        report.kernel,
+        report.runs,
+        report.steps,
+        report.boots,
+        report.elapsed.as_secs_f64()
+    );
+    for line in &report.pool {
+        text.push_str(&format!("  {line}\n"));
+    }
+    if report.divergences.is_empty() {
+        text.push_str("no divergence from the reference model\n");
+    }
+    for d in &report.divergences {
+        text.push_str(&format!(
+            "divergence, shrunk from {} to {} steps: {}\n{}\n",
+            d.original_steps,
+            d.shrunk_steps,
+            d.file.display(),
+            first_lines(&d.failure, 8)
+        ));
+    }
+    text
+}
