@@ -25,6 +25,8 @@ pub struct Model {
     /// Where klp_target's busy thread sleeps, if parked.
     pub(super) parked: Option<Impl>,
     pub(super) features: BTreeMap<u64, Feature>,
+    /// Feature data blocks allocated and not yet freed.
+    pub(super) live_data: BTreeSet<u64>,
     next_instance: u64,
     next_data: u64,
     mutation: Option<Mutation>,
@@ -87,6 +89,7 @@ impl Model {
             transition: None,
             parked: None,
             features: BTreeMap::new(),
+            live_data: BTreeSet::new(),
             next_instance: 1,
             next_data: 1,
             mutation: None,
@@ -296,7 +299,7 @@ impl Model {
     }
 
     /// The fixture's pre_patch: take each feature's data over from the
-    /// topmost patch below that has it, or allocate it.
+    /// topmost patch below that has it (sharing it), or allocate it.
     fn pre_patch(&mut self, index: usize) -> Result<(), Unsupported> {
         let def = self.def(&self.patches[index].module).clone();
         for feature in &def.features {
@@ -314,6 +317,7 @@ impl Model {
                     entry.allocations += 1;
                     entry.shadow |= feature.shadow;
                     self.next_data += 1;
+                    self.live_data.insert(self.next_data);
                     self.next_data
                 }
             };
@@ -521,7 +525,7 @@ impl Model {
     }
 
     /// The fixture's post_unpatch: withdraw each feature, and free its
-    /// data unless the previous patch's state shares it.
+    /// data once no listed patch holds it.
     fn post_unpatch(&mut self, index: usize) {
         let module = self.patches[index].module.clone();
         let def = self.def(&module).clone();
@@ -534,18 +538,24 @@ impl Model {
                     }
                 }
             }
-            let own = self.patches[index].data[&feature.id];
-            let previous = self.previous_data(index, feature.id);
-            if previous == Some(own) {
+            let Some(Some(data)) = self.patches[index].data.insert(feature.id, None) else {
+                continue;
+            };
+            // Replaced patches left without callbacks and hold nothing.
+            let still_held = self
+                .patches
+                .iter()
+                .any(|p| p.data.values().any(|d| *d == Some(data)));
+            if still_held {
                 continue;
             }
+            self.live_data.remove(&data);
             if feature.shadow {
                 // klp_shadow_free() frees whatever variable has that id.
                 if let Some(entry) = self.features.get_mut(&feature.id) {
                     entry.shadow = false;
                 }
             }
-            self.patches[index].data.insert(feature.id, None);
         }
     }
 

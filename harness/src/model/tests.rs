@@ -272,6 +272,10 @@ proptest! {
             for p in m.stack() {
                 prop_assert!(m.is_loaded(&p), "listed {} is loaded", p);
             }
+            // Feature data is freed exactly when the last listed patch lets go.
+            let held: std::collections::BTreeSet<u64> =
+                m.patches.iter().flat_map(|p| p.data.values().flatten().copied()).collect();
+            prop_assert_eq!(&held, &m.live_data, "data held by listed patches is what is live");
             for feature in m.features.values() {
                 for (owner, _) in &feature.owners {
                     prop_assert!(m.stack().contains(owner), "owner {} is listed", owner);
