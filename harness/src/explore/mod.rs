@@ -45,6 +45,8 @@ pub struct Report {
     pub pool: Vec<String>,
     /// Scenario files written for divergences.
     pub divergences: Vec<Divergence>,
+    /// What the sequences did, by operation and outcome.
+    pub tally: sequence::Tally,
     pub workspace: PathBuf,
 }
 
@@ -116,6 +118,7 @@ pub fn explore(
         boots: 0,
         pool: fixtures.iter().map(pool::PoolFixture::summary).collect(),
         divergences: Vec::new(),
+        tally: sequence::Tally::new(),
         workspace: workspace.clone(),
     };
     for run in 0..options.runs {
@@ -126,6 +129,9 @@ pub fn explore(
         let ops = sequence::generate(&mut rng, &start, &names, options.steps);
         report.runs += 1;
         report.steps += ops.len() + 1;
+        if let Some(moves) = sequence::replay(&start, &ops) {
+            sequence::tally(&mut report.tally, &moves);
+        }
         let label = format!("sequence-{:04}", run + 1);
         if let Some(failure) = runner.run(&start, &ops, &label)? {
             progress.suspend(|| {
@@ -138,10 +144,21 @@ pub fn explore(
             report.divergences.push(divergence);
             break;
         }
-        progress.set_message(format!(
+        let status = format!(
             "{} steps, {} boots, 0 divergences",
             report.steps, runner.boots
-        ));
+        );
+        // Without a terminal (CI logs) the bar is hidden: a line every 10.
+        if progress.is_hidden() && (run + 1) % 10 == 0 {
+            eprintln!(
+                "explore {}: {}/{} sequences, {status}, {:.0} s",
+                spec.name,
+                run + 1,
+                options.runs,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        progress.set_message(status);
         progress.inc(1);
     }
     progress.finish_and_clear();
@@ -387,6 +404,11 @@ pub fn summary(report: &Report) -> String {
     );
     for line in &report.pool {
         text.push_str(&format!("  {line}\n"));
+    }
+    text.push_str("operations (outcome as predicted and seen):\n");
+    for (op, outcomes) in &report.tally {
+        let outcomes: Vec<String> = outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
+        text.push_str(&format!("  {op:<8} {}\n", outcomes.join(", ")));
     }
     if report.divergences.is_empty() {
         text.push_str("no divergence from the reference model\n");

@@ -102,6 +102,41 @@ fn candidates(model: &Model, pool: &[String]) -> Vec<(Op, f64)> {
     candidates
 }
 
+/// How often each operation ran, by outcome: "load" ──> "EINVAL" ──> 12.
+pub type Tally =
+    std::collections::BTreeMap<&'static str, std::collections::BTreeMap<&'static str, usize>>;
+
+pub fn tally(into: &mut Tally, moves: &[Move]) {
+    for m in moves {
+        let outcome = match m.outcome {
+            Outcome::Done if !m.wait => "held open",
+            Outcome::Done => "ok",
+            Outcome::Refused(errno) => errno,
+            Outcome::StillRunning => "still running",
+        };
+        *into
+            .entry(op_name(&m.op))
+            .or_default()
+            .entry(outcome)
+            .or_default() += 1;
+    }
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Load(_) => "load",
+        Op::Disable(_) => "disable",
+        Op::Unload(_) => "unload",
+        Op::Wait(_) => "wait",
+        Op::Reverse(_) => "reverse",
+        Op::Force(_) => "force",
+        Op::Park => "park",
+        Op::Release => "release",
+        Op::WritePatchEnabled { .. } => "write enabled",
+        Op::WriteFeatureEnabled { .. } => "write feature",
+    }
+}
+
 /// The pool fixtures a sequence uses, in pool order.
 pub fn fixtures_used(pool: &[String], moves: &[Move]) -> Vec<String> {
     pool.iter()
