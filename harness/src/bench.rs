@@ -53,12 +53,14 @@ pub fn run(
     options: &Options,
 ) -> Result<String> {
     let scenario = scenario::parse(project, Path::new("bench.yaml"), BENCH_SCENARIO)?;
+    let fresh = format!("fresh_boot: true\n{BENCH_SCENARIO}");
+    let booted = scenario::parse(project, Path::new("bench.yaml"), &fresh)?;
     let mut rows = Vec::new();
 
     let mut ready = Vec::new();
     let mut init = Vec::new();
     for _ in 0..options.boots.max(1) {
-        let guest = scenario::boot_guest(project, cache, &scenario, spec)?;
+        let guest = scenario::boot_guest(project, cache, &booted, spec)?;
         ready.push(guest.boot.ready);
         init.push(guest.boot.init_uptime);
         guest.shutdown()?;
@@ -67,6 +69,34 @@ pub fn run(
     rows.push(
         Row::new("boot: QEMU start -> guest ready (median)", ready)
             .floor("kernel uptime at /init", init),
+    );
+    // The first start saves the state if no earlier run did.
+    scenario::boot_guest(project, cache, &scenario, spec)?.shutdown()?;
+    let mut restored = Vec::new();
+    let mut with_fixtures = Vec::new();
+    for _ in 0..options.boots.max(1) {
+        let started = Instant::now();
+        let guest = scenario::boot_guest(project, cache, &scenario, spec)?;
+        with_fixtures.push(started.elapsed());
+        if !guest.boot.restored {
+            bail!("the guest did not start from its saved state (KLP_HARNESS_SNAPSHOTS=0?)");
+        }
+        restored.push(guest.boot.ready);
+        guest.shutdown()?;
+    }
+    rows.push(
+        Row::new(
+            "saved state: QEMU start -> guest ready (median)",
+            median(&mut restored),
+        )
+        .floor("kernel uptime at /init", init),
+    );
+    rows.push(
+        Row::new(
+            "saved state: ... -> fixtures copied in (median)",
+            median(&mut with_fixtures),
+        )
+        .floor("booting, guest ready", ready),
     );
 
     let mut guest = scenario::boot_guest(project, cache, &scenario, spec)?;

@@ -13,6 +13,8 @@ use rexpect::session::StreamSession;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+pub mod snapshot;
+
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
 
 /// Why a command got no answer.
@@ -81,6 +83,8 @@ pub struct BootTimes {
     pub ready: Duration,
     /// The guest kernel's own uptime when /init ran.
     pub init_uptime: Duration,
+    /// Started from a saved state rather than booted.
+    pub restored: bool,
 }
 
 pub struct Guest {
@@ -96,14 +100,7 @@ pub struct Guest {
 impl Guest {
     /// Wait for /init to report on the control channel.
     pub fn attach(vm: Vm, boot_timeout: Duration, command_timeout: Duration) -> Result<Self> {
-        let reader = vm
-            .control
-            .try_clone()
-            .context("cannot clone the control socket")?;
-        let writer = vm.control.try_clone()?;
-        // One session for the guest's lifetime: its reader thread owns the socket's input.
-        let options = Options::new().timeout_ms(Some(command_timeout.as_millis() as u64));
-        let mut session = StreamSession::new(reader, writer, options);
+        let mut session = session(&vm, command_timeout)?;
         let deadline = vm.started + boot_timeout;
         let ready = poll_lines(&mut session, &vm.console, deadline, |text| {
             let line = text.strip_suffix('\n')?.rsplit('\n').next()?;
@@ -120,6 +117,7 @@ impl Guest {
         let boot = BootTimes {
             ready: vm.started.elapsed(),
             init_uptime: Duration::from_secs_f64(uptime),
+            restored: false,
         };
         let mut guest = Self {
             vm,
@@ -132,6 +130,52 @@ impl Guest {
         // The boot messages are not any step's.
         guest.kernel_log_since_last()?;
         Ok(guest)
+    }
+
+    /// Take over a guest started from a state saved after `attach`: its
+    /// shell is waiting for a command. `init_uptime` is the saved boot's.
+    pub fn resume(
+        vm: Vm,
+        init_uptime: Duration,
+        boot_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Result<Self> {
+        let session = session(&vm, command_timeout)?;
+        let mut guest = Self {
+            vm,
+            session,
+            sequence: 0,
+            log_offset: 0,
+            boot: BootTimes {
+                ready: Duration::ZERO,
+                init_uptime,
+                restored: true,
+            },
+            // Loading the state counts against the boot timeout.
+            command_timeout: boot_timeout,
+        };
+        guest.run_ok("true")?;
+        guest.command_timeout = command_timeout;
+        guest.boot.ready = guest.vm.started.elapsed();
+        guest.kernel_log_since_last()?;
+        Ok(guest)
+    }
+
+    /// Write `bytes` to `path` in the guest (base64 through the shell).
+    pub fn push_file(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let lines: Vec<&str> = encoded
+            .as_bytes()
+            .chunks(76)
+            .map(|chunk| std::str::from_utf8(chunk).expect("base64 is ASCII"))
+            .collect();
+        self.run_ok(&format!(
+            "base64 -d > '{path}' <<'@@KLP-DATA@@'\n{}\n@@KLP-DATA@@",
+            lines.join("\n")
+        ))
+        .with_context(|| format!("cannot copy {path} into the guest"))?;
+        Ok(())
     }
 
     /// Run a shell command in the guest; stdin is /dev/null, stderr joins stdout.
@@ -218,6 +262,17 @@ impl Guest {
         self.session.flush()?;
         self.vm.wait_exit(Duration::from_secs(10))
     }
+}
+
+/// One session for the guest's lifetime: its reader thread owns the socket's input.
+fn session(vm: &Vm, command_timeout: Duration) -> Result<StreamSession<UnixStream>> {
+    let reader = vm
+        .control
+        .try_clone()
+        .context("cannot clone the control socket")?;
+    let writer = vm.control.try_clone()?;
+    let options = Options::new().timeout_ms(Some(command_timeout.as_millis() as u64));
+    Ok(StreamSession::new(reader, writer, options))
 }
 
 #[cfg(test)]

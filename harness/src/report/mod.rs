@@ -32,6 +32,8 @@ struct JsonVerdict<'a> {
     accel: Option<&'static str>,
     ready_seconds: Option<f64>,
     init_uptime_seconds: Option<f64>,
+    /// Started from a saved guest state instead of booting.
+    restored: Option<bool>,
     artifacts: String,
 }
 
@@ -53,6 +55,7 @@ fn json(verdicts: &[Verdict]) -> String {
                 accel: v.accel,
                 ready_seconds: v.boot.map(|b| b.ready.as_secs_f64()),
                 init_uptime_seconds: v.boot.map(|b| b.init_uptime.as_secs_f64()),
+                restored: v.boot.map(|b| b.restored),
                 artifacts: v.artifacts.display().to_string(),
             }
         })
@@ -169,7 +172,8 @@ pub fn repro_table(verdicts: &[Verdict]) -> String {
 }
 
 /// A plain-text table: scenario, kernel, result, time, accelerator, and the
-/// boot: QEMU start to guest ready, next to the kernel's uptime at /init.
+/// boot: QEMU start to guest ready, next to the kernel's uptime at /init
+/// (or "saved" when the guest started from a saved state).
 pub fn table(verdicts: &[Verdict]) -> String {
     let header = [
         "scenario",
@@ -188,12 +192,13 @@ pub fn table(verdicts: &[Verdict]) -> String {
                 outcome_word(&v.outcome),
                 format!("{:.1}s", v.duration.as_secs_f64()),
                 v.accel.unwrap_or("-").to_string(),
-                v.boot.map_or("-".to_string(), |boot| {
-                    format!(
+                v.boot.map_or("-".to_string(), |boot| match boot.restored {
+                    true => format!("{:.2}s (saved)", boot.ready.as_secs_f64()),
+                    false => format!(
                         "{:.2}s ({:.2}s)",
                         boot.ready.as_secs_f64(),
                         boot.init_uptime.as_secs_f64()
-                    )
+                    ),
                 }),
             ]
         })

@@ -32,6 +32,8 @@ pub struct Scenario {
     /// The fixtures as the reference model knows them, when some step
     /// follows the model.
     pub model: Option<crate::model::Defs>,
+    /// Boot rather than start from a saved guest state.
+    pub fresh_boot: bool,
 }
 
 /// Kernel log lines and taint flags a scenario tolerates.
@@ -300,6 +302,7 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         steps,
         allow,
         model,
+        fresh_boot: raw.fresh_boot,
     })
 }
 
@@ -575,7 +578,7 @@ mod tests {
     #[test]
     fn misspelt_top_level_key() {
         let err = error_of("description: d\nfixture: [klp_target]\nsteps: []\n");
-        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, rules, kernels, requires, fixtures, external, steps, follow_model, allow");
+        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, rules, kernels, requires, fixtures, external, steps, fresh_boot, follow_model, allow");
     }
 
     #[test]

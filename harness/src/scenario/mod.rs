@@ -15,10 +15,10 @@ pub use observe::{wait_transition_command as wait_command, SNAPSHOT_COMMAND};
 pub use run::{run_steps, Settings};
 
 use crate::cache::Cache;
-use crate::guest::{BootTimes, Guest};
+use crate::guest::{snapshot, BootTimes, Guest};
 use crate::kernel::{features, KernelSpec};
 use crate::project::Project;
-use crate::vm::{Vm, VmConfig};
+use crate::vm::VmConfig;
 use crate::{fixture, host, image, kernel, vm};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -276,12 +276,14 @@ fn boot(
     let (support, built) = fixture::build_all(project, &scenario.fixtures, &kernel, cache)?;
     let mut boot_modules = kernel.boot_modules.clone();
     boot_modules.push(support.ko.clone());
+    // Fixtures are copied in once the guest is up, so that every scenario
+    // on a kernel boots the same image and can start from its saved state.
     let initramfs = image::build(
         cache,
         std::path::Path::new(host::BUSYBOX_STATIC),
         crate::guest::INIT_SCRIPT,
         &boot_modules,
-        &built,
+        &[],
     )?;
 
     if verdict.artifacts.exists() {
@@ -310,10 +312,23 @@ fn boot(
         cpus: 2,
         accel,
         interactive,
+        incoming: None,
     };
-    let vm = Vm::start(&config)?;
-    let guest = Guest::attach(vm, timeouts.boot, timeouts.command)?;
+    let limits = snapshot::StartLimits {
+        boot: timeouts.boot,
+        command: timeouts.command,
+    };
+    let mut guest = if interactive || scenario.fresh_boot || !snapshot::enabled() {
+        snapshot::boot(&config, limits)?
+    } else {
+        snapshot::start(cache, &config, limits)?
+    };
     verdict.boot = Some(guest.boot);
+    for fixture in &built {
+        let ko = std::fs::read(&fixture.ko)
+            .with_context(|| format!("cannot read {}", fixture.ko.display()))?;
+        guest.push_file(&format!("/klp/{}.ko", fixture.name), &ko)?;
+    }
     Ok(Some(guest))
 }
 

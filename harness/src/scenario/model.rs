@@ -37,6 +37,10 @@ pub struct ScenarioFile {
     pub external: Vec<Spanned<External>>,
     #[schemars(with = "Vec<Step>")]
     pub steps: Vec<Spanned<Step>>,
+    /// Boot the kernel for this scenario rather than start from the saved
+    /// state of an earlier boot (for scenarios about the boot itself).
+    #[serde(default)]
+    pub fresh_boot: bool,
     /// Check every step against the reference model as well: the step's
     /// outcome (success or errno) and every file under
     /// /sys/kernel/livepatch, /sys/kernel/klp_features and

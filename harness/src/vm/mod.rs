@@ -9,6 +9,7 @@
 mod accel;
 mod console;
 mod interact;
+mod state;
 
 pub use accel::Accel;
 pub use console::Console;
@@ -38,6 +39,8 @@ pub struct VmConfig {
     /// Start a shell on ttyS0 too, and keep QEMU's stdin (the serial
     /// console's input) for `klp-harness shell`.
     pub interactive: bool,
+    /// Start from this saved state (see `Vm::save_state`) instead of booting.
+    pub incoming: Option<PathBuf>,
 }
 
 pub struct Vm {
@@ -49,6 +52,8 @@ pub struct Vm {
     pub console_input: Option<std::process::ChildStdin>,
     pub accel: Accel,
     pub started: Instant,
+    /// QEMU's human monitor, for saving the guest's state.
+    monitor: PathBuf,
     _socket_dir: tempfile::TempDir,
 }
 
@@ -60,7 +65,7 @@ pub fn choose_accel(bzimage: &Path, cache_dir: &Path) -> Accel {
 /// Kernel command line: console on ttyS0 with every message, timestamped
 /// (the benchmark compares them; not every config turns PRINTK_TIME on),
 /// stop on panic.
-const APPEND: &str = "console=ttyS0 loglevel=8 printk.time=1 panic=-1 rdinit=/init";
+pub const APPEND: &str = "console=ttyS0 loglevel=8 printk.time=1 panic=-1 rdinit=/init";
 
 /// Tells /init to start a shell on the console as well (see init.sh).
 const SHELL_FLAG: &str = "klp.shell";
@@ -71,17 +76,13 @@ impl Vm {
         // Socket paths are limited to 108 bytes, so keep them short and private.
         let socket_dir = tempfile::Builder::new().prefix("klp-vm-").tempdir()?;
         let socket = socket_dir.path().join("ctl");
+        let monitor = socket_dir.path().join("mon");
         let qemu_log = std::fs::File::create(config.log_dir.join("qemu.log"))?;
         let mut command = Command::new(qemu_program());
         command
-            .args([
-                "-nodefaults",
-                "-no-reboot",
-                "-display",
-                "none",
-                "-monitor",
-                "none",
-            ])
+            .args(["-nodefaults", "-no-reboot", "-display", "none"])
+            .arg("-monitor")
+            .arg(format!("unix:{},server=on,wait=off", monitor.display()))
             .args(config.accel.qemu_args())
             .args([
                 "-m",
@@ -112,6 +113,12 @@ impl Vm {
             ))
             .args(["-device", "virtio-serial-pci"])
             .args(["-device", "virtserialport,chardev=control,name=klp.control"])
+            .args(config.incoming.iter().flat_map(|state| {
+                [
+                    "-incoming".to_string(),
+                    format!("exec:cat '{}'", state.display()),
+                ]
+            }))
             .stdin(if config.interactive {
                 Stdio::piped()
             } else {
@@ -167,6 +174,7 @@ impl Vm {
             console_input,
             accel: config.accel,
             started,
+            monitor,
             _socket_dir: socket_dir,
         })
     }

@@ -1,0 +1,110 @@
+//! Starting a guest from the saved state of an earlier boot of the same
+//! kernel, image and QEMU settings, instead of booting it again.
+//!
+//! The first boot with a given key saves the guest's state right after
+//! /init reported ready (cache entry `snapshots/<key>`); later starts load
+//! it with `-incoming`. Fixtures are not in the image: they are copied in
+//! after the start, so one state serves every scenario on a kernel.
+
+use super::Guest;
+use crate::cache::{Cache, ContentHash};
+use crate::vm::{self, Vm, VmConfig};
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const STATE: &str = "state";
+const INIT_UPTIME: &str = "init-uptime";
+const BOOT_CONSOLE: &str = "console.log";
+
+/// Bounds for starting a guest.
+#[derive(Clone, Copy, Debug)]
+pub struct StartLimits {
+    pub boot: Duration,
+    pub command: Duration,
+}
+
+/// Whether guests start from saved states; `KLP_HARNESS_SNAPSHOTS=0` turns
+/// it off.
+pub fn enabled() -> bool {
+    std::env::var("KLP_HARNESS_SNAPSHOTS").map_or(true, |value| value != "0")
+}
+
+/// Boot the guest.
+pub fn boot(config: &VmConfig, limits: StartLimits) -> Result<Guest> {
+    let vm = Vm::start(config)?;
+    Guest::attach(vm, limits.boot, limits.command)
+}
+
+/// Start the guest from its saved state, saving one first if there is
+/// none yet.
+pub fn start(cache: &Cache, config: &VmConfig, limits: StartLimits) -> Result<Guest> {
+    let key = key(config)?;
+    let saved = cache.root().join("snapshots").join(&key);
+    if saved.join(STATE).is_file() {
+        return restore(&saved, config, limits);
+    }
+    let mut guest = boot(config, limits)?;
+    cache.entry("snapshots", &key, |dir| {
+        guest.vm.save_state(&dir.join(STATE))?;
+        std::fs::write(
+            dir.join(INIT_UPTIME),
+            guest.boot.init_uptime.as_secs_f64().to_string(),
+        )?;
+        std::fs::write(dir.join(BOOT_CONSOLE), guest.vm.console.text())?;
+        Ok(())
+    })?;
+    Ok(guest)
+}
+
+fn restore(saved: &Path, config: &VmConfig, limits: StartLimits) -> Result<Guest> {
+    let mut config = config.clone();
+    config.incoming = Some(saved.join(STATE));
+    // The boot's kernel messages belong with this run's logs too.
+    std::fs::create_dir_all(&config.log_dir)?;
+    std::fs::copy(
+        saved.join(BOOT_CONSOLE),
+        config.log_dir.join("boot-console.log"),
+    )
+    .with_context(|| format!("cannot copy the boot log of {}", saved.display()))?;
+    let uptime: f64 = std::fs::read_to_string(saved.join(INIT_UPTIME))?
+        .trim()
+        .parse()
+        .with_context(|| format!("bad {INIT_UPTIME} in {}", saved.display()))?;
+    let vm = Vm::start(&config)?;
+    Guest::resume(
+        vm,
+        Duration::from_secs_f64(uptime),
+        limits.boot,
+        limits.command,
+    )
+    .with_context(|| format!("starting from the saved guest state {}", saved.display()))
+}
+
+/// Everything the saved state depends on.
+fn key(config: &VmConfig) -> Result<String> {
+    let mut hash = ContentHash::new();
+    hash.add("format", "1")
+        .add_file("bzimage", &config.bzimage)?
+        .add_file("initramfs", &config.initramfs)?
+        .add("memory", config.memory_mb.to_string())
+        .add("cpus", config.cpus.to_string())
+        .add("accel", config.accel.name())
+        .add("append", vm::APPEND)
+        .add("qemu", qemu_version()?);
+    Ok(hash.finish())
+}
+
+fn qemu_version() -> Result<&'static str> {
+    static VERSION: OnceLock<String> = OnceLock::new();
+    if let Some(version) = VERSION.get() {
+        return Ok(version);
+    }
+    let output = std::process::Command::new(vm::qemu_program())
+        .arg("--version")
+        .output()
+        .with_context(|| format!("cannot run {} --version", vm::qemu_program()))?;
+    let version = String::from_utf8_lossy(&output.stdout).into_owned();
+    Ok(VERSION.get_or_init(|| version))
+}
