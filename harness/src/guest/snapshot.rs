@@ -43,7 +43,16 @@ pub fn start(cache: &Cache, config: &VmConfig, limits: StartLimits) -> Result<Gu
     let key = key(config)?;
     let saved = cache.root().join("snapshots").join(&key);
     if saved.join(STATE).is_file() {
-        return restore(&saved, config, limits);
+        match restore(&saved, config, limits) {
+            Ok(guest) => return Ok(guest),
+            // A state that does not start is dropped, and made anew.
+            Err(err) => {
+                let why = format!("{err:#}\nbooting instead; the saved state is made anew\n");
+                eprintln!("klp-harness: {why}");
+                std::fs::write(config.log_dir.join("restore-failed.log"), why)?;
+                discard(cache, &saved)?;
+            }
+        }
     }
     let mut guest = boot(config, limits)?;
     cache.entry("snapshots", &key, |dir| {
@@ -57,6 +66,23 @@ pub fn start(cache: &Cache, config: &VmConfig, limits: StartLimits) -> Result<Gu
     })?;
     Ok(guest)
 }
+
+/// Move a saved state out of the way (a QEMU still reading it keeps its
+/// open file), then delete it.
+fn discard(cache: &Cache, saved: &Path) -> Result<()> {
+    let trash = tempfile::Builder::new()
+        .prefix(".discarded-")
+        .tempdir_in(cache.root().join("snapshots"))?;
+    let moved = trash.path().join("state");
+    if std::fs::rename(saved, &moved).is_ok() {
+        std::fs::remove_dir_all(&moved).ok();
+    }
+    Ok(())
+}
+
+/// Loading a saved state takes well under a second; a start that has not
+/// answered by then will not.
+const RESTORE_LIMIT: Duration = Duration::from_secs(15);
 
 fn restore(saved: &Path, config: &VmConfig, limits: StartLimits) -> Result<Guest> {
     let mut config = config.clone();
@@ -76,7 +102,7 @@ fn restore(saved: &Path, config: &VmConfig, limits: StartLimits) -> Result<Guest
     Guest::resume(
         vm,
         Duration::from_secs_f64(uptime),
-        limits.boot,
+        limits.boot.min(RESTORE_LIMIT),
         limits.command,
     )
     .with_context(|| format!("starting from the saved guest state {}", saved.display()))
