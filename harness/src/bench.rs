@@ -300,7 +300,7 @@ impl Row {
 
 fn table(spec: &KernelSpec, rows: &[Row]) -> String {
     let mut out = format!(
-        "klp-harness bench on {} ({} CPUs)\n{:<44} {:>10}  {}\n",
+        "klp-harness bench on {} ({} CPUs)\n{:<48} {:>10}  {}\n",
         spec.name,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         "measure",
@@ -309,14 +309,14 @@ fn table(spec: &KernelSpec, rows: &[Row]) -> String {
     );
     for row in rows {
         let against = row.floor.as_ref().map_or(String::new(), |(what, floor)| {
+            let difference = (row.value.as_secs_f64() - floor.as_secs_f64()) * 1000.0;
             format!(
-                "{what} {} (x{:.2}, +{})",
+                "{what} {} (x{:.2}, {difference:+.1} ms)",
                 ms(*floor),
                 row.value.as_secs_f64() / floor.as_secs_f64().max(1e-9),
-                ms(row.value.saturating_sub(*floor))
             )
         });
-        let _ = writeln!(out, "{:<44} {:>10}  {against}", row.what, ms(row.value));
+        let _ = writeln!(out, "{:<48} {:>10}  {against}", row.what, ms(row.value));
     }
     out
 }
