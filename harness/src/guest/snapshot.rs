@@ -87,13 +87,7 @@ const RESTORE_LIMIT: Duration = Duration::from_secs(15);
 fn restore(saved: &Path, config: &VmConfig, limits: StartLimits) -> Result<Guest> {
     let mut config = config.clone();
     config.incoming = Some(saved.join(STATE));
-    // The boot's kernel messages belong with this run's logs too.
-    std::fs::create_dir_all(&config.log_dir)?;
-    std::fs::copy(
-        saved.join(BOOT_CONSOLE),
-        config.log_dir.join("boot-console.log"),
-    )
-    .with_context(|| format!("cannot copy the boot log of {}", saved.display()))?;
+    config.earlier_console = Some(saved.join(BOOT_CONSOLE));
     let uptime: f64 = std::fs::read_to_string(saved.join(INIT_UPTIME))?
         .trim()
         .parse()

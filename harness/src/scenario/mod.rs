@@ -313,6 +313,7 @@ fn boot(
         accel,
         interactive,
         incoming: None,
+        earlier_console: None,
     };
     let limits = snapshot::StartLimits {
         boot: timeouts.boot,

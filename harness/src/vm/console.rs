@@ -19,9 +19,16 @@ pub struct Console {
 }
 
 impl Console {
-    /// Copy `source` into `log` and memory until it closes.
-    pub fn capture(source: impl Read + Send + 'static, mut log: File) -> (Self, JoinHandle<()>) {
+    /// Copy `source` into `log` and memory until it closes, after `earlier`
+    /// (the boot a saved state comes from, or nothing).
+    pub fn capture(
+        earlier: String,
+        source: impl Read + Send + 'static,
+        mut log: File,
+    ) -> (Self, JoinHandle<()>) {
         let console = Self::default();
+        let _ = log.write_all(earlier.as_bytes());
+        console.shared.0.lock().unwrap().text = earlier;
         let sink = console.clone();
         let handle = std::thread::spawn(move || {
             let mut source = source;
@@ -104,7 +111,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let log_path = tmp.path().join("console.log");
         let input: &[u8] = b"[    0.1] hello\n[    0.2] marker-1 done\n[    0.3] after\n";
-        let (console, handle) = Console::capture(input, File::create(&log_path).unwrap());
+        let (console, handle) =
+            Console::capture(String::new(), input, File::create(&log_path).unwrap());
         let deadline = Instant::now() + Duration::from_secs(5);
         let end = console.wait_for("marker-1", 0, deadline).unwrap();
         assert_eq!(

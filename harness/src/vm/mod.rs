@@ -41,6 +41,9 @@ pub struct VmConfig {
     pub interactive: bool,
     /// Start from this saved state (see `Vm::save_state`) instead of booting.
     pub incoming: Option<PathBuf>,
+    /// The console of the boot that state comes from: it goes first in
+    /// console.log, so the log holds the whole boot either way.
+    pub earlier_console: Option<PathBuf>,
 }
 
 pub struct Vm {
@@ -147,7 +150,15 @@ impl Vm {
         let stdout = child.stdout.take().expect("piped stdout");
         let console_input = child.stdin.take();
         let log = std::fs::File::create(config.log_dir.join("console.log"))?;
-        let (console, console_thread) = Console::capture(stdout, log);
+        let earlier = match &config.earlier_console {
+            Some(path) => {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    + "klp-harness: the guest starts here from the state saved above\n"
+            }
+            None => String::new(),
+        };
+        let (console, console_thread) = Console::capture(earlier, stdout, log);
         // QEMU waits for this connection before it starts the guest.
         let control = loop {
             match UnixStream::connect(&socket) {
