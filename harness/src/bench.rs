@@ -7,7 +7,9 @@
 //! - transition detection: how long after the kernel logged "patching
 //!   complete" the guest-side wait saw it (guest clock on both sides);
 //! - suite: every scenario on the kernel, warm, and the time spent outside
-//!   the guests.
+//!   the guests;
+//! - peer: the kernel's test-state.sh in the guest against the same flows
+//!   run as a scenario, in the same guest.
 
 use crate::cache::Cache;
 use crate::guest::Guest;
@@ -25,6 +27,9 @@ pub struct Options {
     pub transitions: usize,
     /// Also run the whole scenario suite (warm) on the kernel.
     pub suite: bool,
+    /// Also time the kernel's test-state.sh in the guest against the
+    /// same flows as a scenario (kernels built from source).
+    pub peer: bool,
     /// And once more from an empty cache (downloads, kernel and fixture
     /// builds included).
     pub cold: bool,
@@ -190,6 +195,15 @@ pub fn run(
     ));
     guest.shutdown()?;
 
+    if options.peer {
+        let (script, harness) = peer(project, cache, spec)?;
+        rows.push(Row::new("peer: test-state.sh in the guest", script));
+        rows.push(
+            Row::new("harness: the same flows as a scenario", harness)
+                .floor("test-state.sh", script),
+        );
+    }
+
     let mut out = table(spec, &rows);
     if options.suite {
         out += &suite("warm", project, cache, spec, options.jobs)?;
@@ -238,6 +252,47 @@ fn printk_seconds(line: &str) -> Option<f64> {
     let inside = line.trim_start().strip_prefix('[')?;
     inside.split(']').next()?.trim().parse().ok()
 }
+
+/// The kernel's test-state.sh, then the same flows as a scenario, in one
+/// guest: how long each took.
+fn peer(project: &Project, cache: &Cache, spec: &KernelSpec) -> Result<(Duration, Duration)> {
+    let source = crate::kernel::prepare(spec, cache)?
+        .source
+        .with_context(|| {
+            format!(
+                "--peer needs the kernel's source tree (test-state.sh and its modules); {} is prebuilt",
+                spec.name
+            )
+        })?;
+    crate::host::ensure(&[crate::host::BASH_STATIC], &cache.root().join("locks"))?;
+    let file = project.scenarios_dir().join(PEER_SCENARIO);
+    let flows = scenario::load(project, &file)?;
+    let mut guest = scenario::boot_guest(project, cache, &flows, spec)?;
+    let script = crate::peer::run_test_state(
+        &mut guest,
+        cache,
+        &source,
+        Path::new(&*crate::host::BASH_STATIC.program),
+    )?;
+    guest.kernel_log_since_last()?;
+    let artifacts = scenario::artifacts_dir(project, "bench-peer", &spec.name);
+    let started = Instant::now();
+    let mut trace = String::new();
+    scenario::run_steps(
+        &mut guest,
+        &flows,
+        &flows.steps,
+        scenario::Settings::new(&artifacts),
+        &mut trace,
+    )
+    .with_context(|| format!("{} after test-state.sh", flows.name))?;
+    let harness = started.elapsed();
+    guest.shutdown()?;
+    Ok((script.elapsed, harness))
+}
+
+/// The scenario with test-state.sh's flows and the kernel's own modules.
+const PEER_SCENARIO: &str = "selftests/test-state-kernel-modules.yaml";
 
 fn suite(
     label: &str,

@@ -40,6 +40,10 @@ pub const KERNEL_BUILD_TOOLS: &[Tool] = &[
     Tool::fixed("/usr/include/libelf.h", "libelf-dev"),
 ];
 
+/// Debian's bash-static: the bash the kernel's selftest scripts run under
+/// in the guest (`bench --peer`).
+pub const BASH_STATIC: Tool = Tool::fixed("/bin/bash-static", "bash-static");
+
 /// Debian's busybox-static installs a static binary at this path.
 pub const BUSYBOX_STATIC: &str = "/bin/busybox";
 const BUSYBOX_PACKAGE: &str = "busybox-static";

@@ -17,6 +17,7 @@ pub mod host;
 pub mod image;
 pub mod kernel;
 pub mod model;
+pub mod peer;
 pub mod project;
 pub mod report;
 pub mod scenario;

@@ -82,6 +82,10 @@ enum Command {
         /// and fixture builds included).
         #[arg(long)]
         cold: bool,
+        /// Also time the kernel's own test-state.sh in the guest against
+        /// the same flows as a scenario (kernels built from source).
+        #[arg(long)]
+        peer: bool,
         #[arg(long, short = 'j', default_value_t = scenario::default_jobs())]
         jobs: usize,
     },
@@ -203,6 +207,7 @@ fn real_main() -> Result<()> {
             transitions,
             suite,
             cold,
+            peer,
             jobs,
         } => {
             let spec = kernel::find(&project, &kernel)?;
@@ -212,6 +217,7 @@ fn real_main() -> Result<()> {
                 transitions,
                 suite,
                 cold,
+                peer,
                 jobs,
             };
             print!(
