@@ -64,18 +64,6 @@ impl Model {
         }
         files
     }
-
-    /// Which patch's copy of each replaceable function runs (None: the
-    /// original), for reports.
-    pub fn live_functions(&self) -> BTreeMap<&'static str, Option<String>> {
-        super::replaceable_functions()
-            .into_iter()
-            .map(|function| {
-                let patch = self.live_patch(function).map(|p| p.module.clone());
-                (function, patch)
-            })
-            .collect()
-    }
 }
 
 /// Parse a snapshot taken in the guest.
