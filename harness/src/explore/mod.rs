@@ -395,12 +395,14 @@ impl<'a> Runner<'a> {
 /// The report as printed at the end of `explore`.
 pub fn summary(report: &Report) -> String {
     let mut text = format!(
-        "explored {}: {} sequences, {} steps, {} guest boots, {:.1} s\npool:\n",
+        "explored {}: {} sequences, {} steps, {} guest boots, {:.1} s\n\
+         sequences, logs and divergences: {}\npool:\n",
         report.kernel,
         report.runs,
         report.steps,
         report.boots,
-        report.elapsed.as_secs_f64()
+        report.elapsed.as_secs_f64(),
+        report.workspace.display()
     );
     for line in &report.pool {
         text.push_str(&format!("  {line}\n"));

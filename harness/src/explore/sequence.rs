@@ -181,35 +181,25 @@ pub fn scenario_yaml(
     let _ = writeln!(text, "fixtures: [{}]", all.join(", "));
     let _ = writeln!(text, "steps:\n  - load: {BUSY_TARGET}");
     for m in moves {
-        let (action, argument) = match &m.op {
-            Op::Load(x) => ("load", x.clone()),
-            Op::Disable(x) => ("disable", x.clone()),
-            Op::Unload(x) => ("unload", x.clone()),
-            Op::Wait(x) => ("wait", x.clone()),
-            Op::Reverse(x) => ("reverse", x.clone()),
-            Op::Force(x) => ("force", x.clone()),
-            Op::Park => ("park", BUSY_TARGET.to_string()),
-            Op::Release => ("release", BUSY_TARGET.to_string()),
-            Op::WritePatchEnabled { module, value } => {
-                let _ = writeln!(
-                    text,
-                    "  - write: /sys/kernel/livepatch/{module}/enabled\n    value: \"{}\"",
-                    u8::from(*value)
-                );
-                push_outcome(&mut text, m);
-                continue;
-            }
-            Op::WriteFeatureEnabled { id, value } => {
-                let _ = writeln!(
-                    text,
-                    "  - write: /sys/kernel/klp_features/{id}/enabled\n    value: \"{}\"",
-                    u8::from(*value)
-                );
-                push_outcome(&mut text, m);
-                continue;
-            }
+        let step = match &m.op {
+            Op::Load(x) => format!("load: {x}"),
+            Op::Disable(x) => format!("disable: {x}"),
+            Op::Unload(x) => format!("unload: {x}"),
+            Op::Wait(x) => format!("wait: {x}"),
+            Op::Reverse(x) => format!("reverse: {x}"),
+            Op::Force(x) => format!("force: {x}"),
+            Op::Park => format!("park: {BUSY_TARGET}"),
+            Op::Release => format!("release: {BUSY_TARGET}"),
+            Op::WritePatchEnabled { module, value } => format!(
+                "write: /sys/kernel/livepatch/{module}/enabled\n    value: \"{}\"",
+                u8::from(*value)
+            ),
+            Op::WriteFeatureEnabled { id, value } => format!(
+                "write: /sys/kernel/klp_features/{id}/enabled\n    value: \"{}\"",
+                u8::from(*value)
+            ),
         };
-        let _ = writeln!(text, "  - {action}: {argument}");
+        let _ = writeln!(text, "  - {step}");
         if !m.wait && matches!(m.op, Op::Load(_) | Op::Disable(_)) {
             text.push_str("    wait_transition: false\n");
         }

@@ -268,12 +268,7 @@ impl Model {
         });
         let index = self.patches.len() - 1;
         self.pre_patch(index)?;
-        let blocked = self.blocks(index, Target::Patched);
-        self.transition = Some(Transition {
-            module: module.to_string(),
-            target: Target::Patched,
-            blocked,
-        });
+        self.start_transition(index, Target::Patched);
         Ok(Outcome::Done)
     }
 
@@ -397,13 +392,17 @@ impl Model {
             return Ok(Outcome::Refused("EBUSY"));
         }
         self.patches[index].enabled = false;
-        let blocked = self.blocks(index, Target::Unpatched);
-        self.transition = Some(Transition {
-            module: module.to_string(),
-            target: Target::Unpatched,
-            blocked,
-        });
+        self.start_transition(index, Target::Unpatched);
         Ok(Outcome::Done)
+    }
+
+    /// The patch at `index` starts its transition, held open or not.
+    fn start_transition(&mut self, index: usize, target: Target) {
+        self.transition = Some(Transition {
+            module: self.patches[index].module.clone(),
+            target,
+            blocked: self.blocks(index, target),
+        });
     }
 
     /// klp_reverse_transition(): the only task not yet switched is the

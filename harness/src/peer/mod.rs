@@ -36,8 +36,6 @@ const GUEST_DEBUG_DIR: &str = "/tmp/debug";
 
 pub struct PeerRun {
     pub elapsed: Duration,
-    /// What the script printed (its TEST: ... ok lines).
-    pub output: String,
 }
 
 /// Copy bash, the shims, the scripts and the already copied-in modules
@@ -94,10 +92,7 @@ pub fn run_test_state(
             result.output
         );
     }
-    Ok(PeerRun {
-        elapsed,
-        output: result.output,
-    })
+    Ok(PeerRun { elapsed })
 }
 
 /// The static insmod, compiled once per source.

@@ -108,10 +108,6 @@ impl Follower {
         })
     }
 
-    pub fn model(&self) -> &Model {
-        &self.model
-    }
-
     /// Step the model; None for a step it does not predict (`run`).
     pub fn predict(&mut self, step: &CheckedStep) -> Result<Option<Prediction>> {
         let op = op(&step.action).map_err(anyhow::Error::msg)?;
