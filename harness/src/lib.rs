@@ -15,6 +15,7 @@ pub mod fixture;
 pub mod guest;
 pub mod host;
 pub mod image;
+pub mod kbuild;
 pub mod kernel;
 pub mod model;
 pub mod peer;

@@ -8,11 +8,12 @@ mod sequence;
 mod shrink;
 
 use crate::cache::Cache;
+use crate::fixture::target::{self, MODULE as TARGET};
 use crate::guest::Guest;
 use crate::kernel::{self, KernelSpec};
 use crate::model::{Defs, Model, Mutation, Op};
 use crate::project::Project;
-use crate::scenario::{self, follow::Follower, Settings, BUSY_TARGET};
+use crate::scenario::{self, follow::Follower, Settings};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -97,7 +98,7 @@ pub fn explore(
     let version = crate::kernel::features::parse_version(&kernel_version)?;
     let mut start = Model::new(defs.clone(), &version).with_mutation(options.mutation);
     start
-        .step(&Op::Load(BUSY_TARGET.to_string()), true)
+        .step(&Op::Load(target::MODULE.to_string()), true)
         .expect("the model loads klp_target");
     runner.follow = Some((defs, kernel_version.clone(), options.mutation));
 
@@ -289,7 +290,7 @@ impl<'a> Runner<'a> {
     ) -> Result<Self> {
         let file = workspace.join(POOL_SCENARIO);
         let text = format!(
-            "description: every fixture of the pool\nfixtures: [{BUSY_TARGET}, {}]\nsteps:\n  - load: {BUSY_TARGET}\n",
+            "description: every fixture of the pool\nfixtures: [{TARGET}, {}]\nsteps:\n  - load: {TARGET}\n",
             pool.join(", ")
         );
         std::fs::write(&file, &text)?;
@@ -372,10 +373,10 @@ impl<'a> Runner<'a> {
                r=$((r+1)); {wait}; echo 0 > /sys/kernel/livepatch/$p/enabled 2>/dev/null; {wait}; \
              done; \
              for m in $(cut -d' ' -f1 /proc/modules); do \
-               case $m in klp_s*|{BUSY_TARGET}) rmmod $m;; esac; done; \
+               case $m in klp_s*|{TARGET}) rmmod $m;; esac; done; \
              rmmod klp_features && insmod /boot-modules/*-klp_features.ko && \
              [ -z \"$(ls /sys/kernel/livepatch)\" ] && \
-             ! grep -qE '^(klp_s|{BUSY_TARGET} )' /proc/modules && echo CLEAN"
+             ! grep -qE '^(klp_s|{TARGET} )' /proc/modules && echo CLEAN"
         );
         let output = guest.run(&command)?;
         std::fs::write(

@@ -1,8 +1,8 @@
 //! Random operation sequences the model can follow, their replay through
 //! the model, and their text as a scenario file.
 
+use crate::fixture::target::{self, MODULE as TARGET};
 use crate::model::{Model, Op, Outcome};
-use crate::scenario::BUSY_TARGET;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use std::fmt::Write as _;
@@ -176,10 +176,10 @@ pub fn scenario_yaml(
     }
     let _ = writeln!(text, "description: {description}");
     let _ = writeln!(text, "follow_model: true");
-    let mut all = vec![BUSY_TARGET.to_string()];
+    let mut all = vec![target::MODULE.to_string()];
     all.extend(fixtures.iter().cloned());
     let _ = writeln!(text, "fixtures: [{}]", all.join(", "));
-    let _ = writeln!(text, "steps:\n  - load: {BUSY_TARGET}");
+    let _ = writeln!(text, "steps:\n  - load: {TARGET}");
     for m in moves {
         let step = match &m.op {
             Op::Load(x) => format!("load: {x}"),
@@ -188,8 +188,8 @@ pub fn scenario_yaml(
             Op::Wait(x) => format!("wait: {x}"),
             Op::Reverse(x) => format!("reverse: {x}"),
             Op::Force(x) => format!("force: {x}"),
-            Op::Park => format!("park: {BUSY_TARGET}"),
-            Op::Release => format!("release: {BUSY_TARGET}"),
+            Op::Park => format!("park: {TARGET}"),
+            Op::Release => format!("release: {TARGET}"),
             Op::WritePatchEnabled { module, value } => format!(
                 "write: /sys/kernel/livepatch/{module}/enabled\n    value: \"{}\"",
                 u8::from(*value)
@@ -226,7 +226,7 @@ mod tests {
         let fixtures = pool::generate(&mut rng, seed, 6);
         let defs = fixtures.iter().map(|f| (f.name.clone(), f.def())).collect();
         let mut model = Model::new(defs, &[7, 2]);
-        model.step(&Op::Load(BUSY_TARGET.into()), true).unwrap();
+        model.step(&Op::Load(target::MODULE.into()), true).unwrap();
         (model, fixtures.into_iter().map(|f| f.name).collect())
     }
 

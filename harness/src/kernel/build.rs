@@ -201,7 +201,7 @@ fn make(
         bail!(
             "make {} failed:\n{}",
             args.join(" "),
-            crate::fixture::compiler_messages(&errors)
+            crate::kbuild::compiler_messages(&errors)
         );
     }
     Ok(())

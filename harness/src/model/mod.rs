@@ -16,10 +16,7 @@ use std::collections::BTreeMap;
 
 pub use patches::Model;
 
-/// The target function whose parked thread holds transitions open.
-pub const BUSY_FUNCTION: &str = "klp_target_busy_wait";
-/// The target function behind /sys/kernel/klp_target/status.
-pub const STATUS_FUNCTION: &str = "klp_target_status";
+pub use crate::fixture::target::{BUSY_FUNCTION, STATUS_FUNCTION};
 
 /// What a generated livepatch fixture is, as far as observations go.
 #[derive(Clone, Debug, PartialEq)]

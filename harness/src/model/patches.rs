@@ -3,7 +3,7 @@
 use super::{
     Defs, Mutation, Op, Outcome, PatchDef, Prediction, Unsupported, BUSY_FUNCTION, STATUS_FUNCTION,
 };
-use crate::scenario::BUSY_TARGET;
+use crate::fixture::target;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The fixture library's table can hold this many owners per feature
@@ -114,7 +114,7 @@ impl Model {
     }
 
     pub fn target_loaded(&self) -> bool {
-        self.is_loaded(BUSY_TARGET)
+        self.is_loaded(target::MODULE)
     }
 
     pub fn is_parked(&self) -> bool {
@@ -153,7 +153,7 @@ impl Model {
         if let Some(t) = self.transition.as_ref().filter(|t| !t.blocked) {
             let independent = match op {
                 Op::Wait(_) | Op::Release | Op::WriteFeatureEnabled { .. } => true,
-                Op::Unload(module) => *module != t.module && module != BUSY_TARGET,
+                Op::Unload(module) => *module != t.module && module != target::MODULE,
                 _ => false,
             };
             if !independent {
@@ -231,7 +231,7 @@ impl Model {
         if self.is_loaded(module) {
             return Ok(Outcome::Refused("EEXIST"));
         }
-        if module == BUSY_TARGET {
+        if module == target::MODULE {
             // klp_module_coming() patches the object in every patch.
             if self.transition.is_some() {
                 return Err(Unsupported("loading klp_target during a transition".into()));
@@ -457,7 +457,7 @@ impl Model {
         if !self.is_loaded(module) {
             return Ok(Outcome::Refused("ENOENT"));
         }
-        if module == BUSY_TARGET {
+        if module == target::MODULE {
             if self.transition.is_some() {
                 return Err(Unsupported(
                     "unloading klp_target during a transition".into(),

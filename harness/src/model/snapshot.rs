@@ -10,7 +10,7 @@ pub type Files = BTreeMap<String, String>;
 
 const LIVEPATCH: &str = "/sys/kernel/livepatch";
 const FEATURES: &str = "/sys/kernel/klp_features";
-const TARGET: &str = "/sys/kernel/klp_target";
+use crate::fixture::target::SYSFS_DIR as TARGET;
 
 impl Model {
     /// Every file the snapshot after this state shows.
@@ -35,7 +35,7 @@ impl Model {
             }
             if has("patched") {
                 files.insert(format!("{dir}/vmlinux/patched"), flag(true));
-                let target = crate::scenario::BUSY_TARGET;
+                let target = crate::fixture::target::MODULE;
                 files.insert(
                     format!("{dir}/{target}/patched"),
                     flag(self.target_loaded()),

@@ -1,7 +1,8 @@
 //! Steps checked against the reference model (`follow_model`): the model
 //! follows every step and predicts its outcome and the sysfs files after it.
 
-use super::load::{Action, CheckedStep, BUSY_TARGET};
+use super::load::{Action, CheckedStep};
+use crate::fixture::target::{self, MODULE as TARGET};
 use crate::fixture::{self, Fixture, FixtureSource};
 use crate::kernel::features;
 use crate::model::{snapshot, Defs, Model, Mutation, Op, Outcome, PatchDef, Prediction};
@@ -17,13 +18,13 @@ pub fn model_defs(fixtures: &[Fixture], steps: &[CheckedStep]) -> Result<Defs> {
                 let module = fixture.module_name();
                 defs.insert(module.clone(), PatchDef::from_spec(&module, spec));
             }
-            FixtureSource::Module { .. } if fixture.name == BUSY_TARGET => {}
+            FixtureSource::Module { .. } if fixture.name == target::MODULE => {}
             _ => {
                 let loads = Action::Load(fixture.name.clone());
                 if let Some(step) = steps.iter().find(|step| step.action == loads) {
                     bail!(
                         "{}: step {} loads {}, which the reference model does not know \
-                         (it knows {BUSY_TARGET} and the livepatches of fixtures/*.yaml); \
+                         (it knows {TARGET} and the livepatches of fixtures/*.yaml); \
                          expected `follow_model: false` on the scenario",
                         step.position,
                         step.label,

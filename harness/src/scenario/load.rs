@@ -3,6 +3,7 @@
 
 use super::model::{Allow, ScenarioFile, Step};
 use crate::errno;
+use crate::fixture::target::MODULE as TARGET;
 use crate::fixture::{self, ExternalDir, Fixture, FixtureSource};
 use crate::kernel::features;
 use crate::project::Project;
@@ -49,9 +50,6 @@ pub const EXPECTED_TAINT: &[char] = &['K', 'O', 'E'];
 
 /// Rules of the coverage suite, R1 to R14 (README.md, "Rules").
 pub const RULES: u32 = 14;
-
-/// The fixture with the park knob that keeps transitions open.
-pub const BUSY_TARGET: &str = "klp_target";
 
 /// A step's number as the trace and messages show it: `4`, or `4[2].1` for
 /// the first step of a repeat block's second round.
@@ -514,9 +512,9 @@ fn check_step(
                     .join(", ")
             );
         };
-        if matches!(action, Action::Park(_) | Action::Release(_)) && fixture.name != BUSY_TARGET {
+        if matches!(action, Action::Park(_) | Action::Release(_)) && fixture.name != TARGET {
             bail!(
-                "{}: {:?} has no busy thread to park; expected {BUSY_TARGET}",
+                "{}: {:?} has no busy thread to park; expected {TARGET}",
                 Position::new(file, &target.referenced),
                 target.value
             );

@@ -8,9 +8,7 @@ mod observe;
 mod run;
 
 pub use artifacts::rerun_command;
-pub use load::{
-    load, local_fixtures_dir, parse, scenario_files, scenario_name, Action, Scenario, BUSY_TARGET,
-};
+pub use load::{load, local_fixtures_dir, parse, scenario_files, scenario_name, Action, Scenario};
 pub use observe::{wait_transition_command as wait_command, SNAPSHOT_COMMAND};
 pub use run::{run_steps, Settings};
 
