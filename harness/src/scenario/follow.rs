@@ -1,7 +1,7 @@
 //! Steps checked against the reference model (`follow_model`): the model
 //! follows every step and predicts its outcome and the sysfs files after it.
 
-use super::load::{Action, CheckedStep};
+use super::step::{Action, CheckedStep, Kind};
 use crate::fixture::target::{self, MODULE as TARGET};
 use crate::fixture::{self, Fixture, FixtureSource};
 use crate::kernel::features;
@@ -20,7 +20,7 @@ pub fn model_defs(fixtures: &[Fixture], steps: &[CheckedStep]) -> Result<Defs> {
             }
             FixtureSource::Module { .. } if fixture.name == target::MODULE => {}
             _ => {
-                let loads = Action::Load(fixture.name.clone());
+                let loads = Action::new(Kind::Load, fixture.name.clone());
                 if let Some(step) = steps.iter().find(|step| step.action == loads) {
                     bail!(
                         "{}: step {} loads {}, which the reference model does not know \
@@ -45,18 +45,18 @@ pub fn model_defs(fixtures: &[Fixture], steps: &[CheckedStep]) -> Result<Defs> {
 /// The model's operation for a step; None for `run`, which the model
 /// takes to change no livepatch state.
 pub fn op(action: &Action) -> Result<Option<Op>, String> {
-    let module = |name: &String| fixture::module_name(name);
-    Ok(Some(match action {
-        Action::Load(name) => Op::Load(module(name)),
-        Action::Disable(name) => Op::Disable(module(name)),
-        Action::Unload(name) => Op::Unload(module(name)),
-        Action::Wait(name) => Op::Wait(module(name)),
-        Action::Reverse(name) => Op::Reverse(module(name)),
-        Action::Force(name) => Op::Force(module(name)),
-        Action::Park(_) => Op::Park,
-        Action::Release(_) => Op::Release,
-        Action::Run(_) => return Ok(None),
-        Action::Write { path, value } => write_op(path, value)?,
+    let module = fixture::module_name(&action.operand);
+    Ok(Some(match action.kind {
+        Kind::Load => Op::Load(module),
+        Kind::Disable => Op::Disable(module),
+        Kind::Unload => Op::Unload(module),
+        Kind::Wait => Op::Wait(module),
+        Kind::Reverse => Op::Reverse(module),
+        Kind::Force => Op::Force(module),
+        Kind::Park => Op::Park,
+        Kind::Release => Op::Release,
+        Kind::Run => return Ok(None),
+        Kind::Write => write_op(&action.operand, action.value.as_deref().unwrap_or_default())?,
     }))
 }
 

@@ -1,18 +1,15 @@
 //! Reading and checking a scenario before any VM starts: every mistake is
 //! reported with file:line:column and what was expected.
 
-use super::model::{Allow, ScenarioFile, Step};
-use crate::errno;
-use crate::fixture::target::MODULE as TARGET;
-use crate::fixture::{self, ExternalDir, Fixture, FixtureSource};
-use crate::kernel::features;
+use super::discover::scenario_name;
+use super::format::ScenarioFile;
+use super::header::{self, Allowances, Requirements};
+use super::step::CheckedStep;
+use super::steps::{check_order, check_steps, BlockContext};
+use crate::fixture::Fixture;
 use crate::project::Project;
-use crate::yaml::{Position, Spanned};
 use anyhow::{bail, Result};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-const ACTIONS: &str = "load, disable, unload, wait, reverse, force, run, write, park, release";
 
 /// A checked scenario.
 #[derive(Debug)]
@@ -37,115 +34,6 @@ pub struct Scenario {
     pub fresh_boot: bool,
 }
 
-/// Kernel log lines and taint flags a scenario tolerates.
-#[derive(Debug, Default)]
-pub struct Allowances {
-    pub taint: Vec<char>,
-    pub log: Vec<String>,
-}
-
-/// Taint flags any livepatch test sets: K (livepatch), O (built outside
-/// the kernel tree: every fixture is), E (unsigned module).
-pub const EXPECTED_TAINT: &[char] = &['K', 'O', 'E'];
-
-/// Rules of the coverage suite, R1 to R14 (README.md, "Rules").
-pub const RULES: u32 = 14;
-
-/// A step's number as the trace and messages show it: `4`, or `4[2].1` for
-/// the first step of a repeat block's second round.
-pub type StepLabel = String;
-
-/// A scenario's checked `requires`.
-#[derive(Debug, Default)]
-pub struct Requirements {
-    pub min_version: Option<String>,
-    pub sysfs: Vec<String>,
-}
-
-#[derive(Debug)]
-pub struct CheckedStep {
-    pub label: StepLabel,
-    pub position: Position,
-    pub action: Action,
-    pub expected_errno: Option<String>,
-    pub wait_transition: bool,
-    /// Checked against the reference model.
-    pub follow_model: bool,
-    pub expect: super::model::Expect,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    Load(String),
-    Disable(String),
-    Unload(String),
-    Wait(String),
-    Reverse(String),
-    Force(String),
-    Run(String),
-    Write { path: String, value: String },
-    Park(String),
-    Release(String),
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Action::Load(name) => write!(f, "load {name}"),
-            Action::Disable(name) => write!(f, "disable {name}"),
-            Action::Unload(name) => write!(f, "unload {name}"),
-            Action::Wait(name) => write!(f, "wait {name}"),
-            Action::Reverse(name) => write!(f, "reverse {name}"),
-            Action::Force(name) => write!(f, "force {name}"),
-            Action::Run(command) => write!(f, "run `{command}`"),
-            Action::Write { path, value } => write!(f, "write {value:?} to {path}"),
-            Action::Park(name) => write!(f, "park {name}"),
-            Action::Release(name) => write!(f, "release {name}"),
-        }
-    }
-}
-
-/// Scenario name: its path under scenarios/ without `.yaml`, or the file
-/// stem for a scenario kept elsewhere.
-pub fn scenario_name(project: &Project, file: &Path) -> String {
-    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    match absolute.strip_prefix(project.scenarios_dir()) {
-        Ok(relative) => relative.with_extension("").to_string_lossy().into_owned(),
-        Err(_) => file
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
-    }
-}
-
-/// The directory of fixture specs that belong to one scenario file.
-pub fn local_fixtures_dir(scenario_file: &Path) -> PathBuf {
-    scenario_file
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(LOCAL_FIXTURES)
-}
-
-const LOCAL_FIXTURES: &str = "fixtures";
-
-/// Every scenario file under scenarios/, sorted (fixture specs kept
-/// beside scenarios are not scenarios).
-pub fn scenario_files(project: &Project) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    let walk = walkdir::WalkDir::new(project.scenarios_dir()).sort_by_file_name();
-    for entry in walk
-        .into_iter()
-        .filter_entry(|entry| !(entry.file_type().is_dir() && entry.file_name() == LOCAL_FIXTURES))
-    {
-        let entry = entry?;
-        if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == "yaml") {
-            files.push(entry.into_path());
-        }
-    }
-    Ok(files)
-}
-
 pub fn load(project: &Project, file: &Path) -> Result<Scenario> {
     let text = std::fs::read_to_string(file)
         .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", file.display()))?;
@@ -154,137 +42,20 @@ pub fn load(project: &Project, file: &Path) -> Result<Scenario> {
 
 pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
     let raw: ScenarioFile = crate::yaml::parse_str(file, text)?;
-    let at = |spanned_location: &crate::yaml::Location| Position::new(file, spanned_location);
-
-    let kernels = match &raw.kernels {
-        None => None,
-        Some(names) => {
-            let known: Vec<String> = crate::kernel::list(project)?
-                .into_iter()
-                .map(|spec| spec.name)
-                .collect();
-            for name in names {
-                if !known.contains(&name.value) {
-                    bail!(
-                        "{}: unknown kernel {:?}; expected one of: {}",
-                        at(&name.referenced),
-                        name.value,
-                        known.join(", ")
-                    );
-                }
-            }
-            Some(names.iter().map(|name| name.value.clone()).collect())
-        }
-    };
-
-    let mut rules = Vec::new();
-    for rule in &raw.rules {
-        let number: Option<u32> = rule.value.strip_prefix('R').and_then(|n| n.parse().ok());
-        if !number.is_some_and(|n| (1..=RULES).contains(&n)) {
-            bail!(
-                "{}: unknown rule {:?}; expected R1 to R{RULES}",
-                at(&rule.referenced),
-                rule.value
-            );
-        }
-        rules.push(rule.value.clone());
-    }
-
-    let mut requires = Requirements::default();
-    if let Some(version) = &raw.requires.min_version {
-        if let Err(err) = features::parse_version(&version.value) {
-            bail!("{}: {err}", at(&version.referenced));
-        }
-        requires.min_version = Some(version.value.clone());
-    }
-    for attribute in &raw.requires.sysfs {
-        if features::attribute_since(&attribute.value).is_none() {
-            let known: Vec<&str> = features::SYSFS_ATTRIBUTES
-                .iter()
-                .map(|(name, _)| *name)
-                .collect();
-            bail!(
-                "{}: unknown livepatch sysfs attribute {:?}; expected one of: {}",
-                at(&attribute.referenced),
-                attribute.value,
-                known.join(", ")
-            );
-        }
-        requires.sysfs.push(attribute.value.clone());
-    }
-
-    // A scenario may carry fixture specs of its own in a fixtures/
-    // directory beside it (as `explore` writes them); they come first.
-    let local_dir = local_fixtures_dir(file);
-    let local = match local_dir.is_dir() {
-        true => fixture::names_in(&local_dir)?,
-        false => Vec::new(),
-    };
-    let mut available = fixture::names(project)?;
-    available.extend(local.iter().cloned());
-    let mut fixtures = Vec::new();
-    for name in &raw.fixtures {
-        if !available.contains(&name.value) {
-            bail!(
-                "{}: unknown fixture {:?}; expected one of: {}",
-                at(&name.referenced),
-                name.value,
-                available.join(", ")
-            );
-        }
-        fixtures.push(match local.contains(&name.value) {
-            true => fixture::find_in(&local_dir, &name.value)?,
-            false => fixture::find(project, &name.value)?,
-        });
-    }
-    let mut needs_kernel_source = false;
-    for external in &raw.external {
-        let position = at(&external.referenced);
-        let external = &external.value;
-        let dir = match external.dir.strip_prefix("kernel:") {
-            Some(inside) => {
-                needs_kernel_source = true;
-                ExternalDir::InKernel(inside.into())
-            }
-            None => {
-                let dir = file.parent().unwrap_or(Path::new(".")).join(&external.dir);
-                if !dir.is_dir() {
-                    bail!("{position}: external dir {} does not exist", dir.display());
-                }
-                ExternalDir::Path(dir)
-            }
-        };
-        if external.modules.is_empty() {
-            bail!("{position}: external {:?} lists no modules; expected the .ko names its build makes", external.dir);
-        }
-        for module in &external.modules {
-            if fixtures.iter().any(|f: &Fixture| f.name == *module) {
-                bail!("{position}: module {module:?} is already a fixture of this scenario");
-            }
-            fixtures.push(Fixture {
-                name: module.clone(),
-                source: FixtureSource::External {
-                    dir: dir.clone(),
-                    make: external.make.clone(),
-                },
-            });
-        }
-    }
-
+    let header = header::check(project, file, &raw)?;
     if raw.steps.is_empty() {
         bail!("{}: a scenario needs at least one step", file.display());
     }
     let mut steps = Vec::new();
     let context = BlockContext {
         file,
-        fixtures: &fixtures,
+        fixtures: &header.fixtures,
         follow_model: raw.follow_model,
     };
     check_steps(&context, raw.steps, "", &mut steps)?;
     check_order(&steps)?;
-    let allow = check_allow(file, &raw.allow)?;
     let model = if steps.iter().any(|step| step.follow_model) {
-        Some(super::follow::model_defs(&fixtures, &steps)?)
+        Some(super::follow::model_defs(&header.fixtures, &steps)?)
     } else {
         None
     };
@@ -292,265 +63,22 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         name: scenario_name(project, file),
         file: file.to_path_buf(),
         description: raw.description,
-        rules,
-        kernels,
-        requires,
-        fixtures,
-        needs_kernel_source,
+        rules: header.rules,
+        kernels: header.kernels,
+        requires: header.requires,
+        fixtures: header.fixtures,
+        needs_kernel_source: header.needs_kernel_source,
         steps,
-        allow,
+        allow: header.allow,
         model,
         fresh_boot: raw.fresh_boot,
-    })
-}
-
-fn check_allow(file: &Path, allow: &Allow) -> Result<Allowances> {
-    let mut taint = Vec::new();
-    for flag in &allow.taint {
-        match flag.value.chars().collect::<Vec<_>>().as_slice() {
-            [letter] if TAINT_FLAGS.contains(letter) => taint.push(*letter),
-            _ => bail!(
-                "{}: unknown taint flag {:?}; expected one letter of {}",
-                Position::new(file, &flag.referenced),
-                flag.value,
-                TAINT_FLAGS.iter().collect::<String>()
-            ),
-        }
-    }
-    Ok(Allowances {
-        taint,
-        log: allow.log.iter().map(|line| line.value.clone()).collect(),
-    })
-}
-
-/// Taint flags by bit (Documentation/admin-guide/tainted-kernels.rst).
-pub const TAINT_FLAGS: &[char] = &[
-    'P', 'F', 'S', 'R', 'M', 'B', 'U', 'D', 'A', 'W', 'C', 'I', 'O', 'E', 'L', 'K', 'X', 'T', 'N',
-    'J',
-];
-
-/// Check the steps of one block and append them, unrolling repeat blocks.
-/// What every step of a scenario is checked against.
-struct BlockContext<'a> {
-    file: &'a Path,
-    fixtures: &'a [Fixture],
-    /// The scenario's `follow_model`, which a step may override.
-    follow_model: bool,
-}
-
-fn check_steps(
-    context: &BlockContext,
-    block: Vec<Spanned<Step>>,
-    prefix: &str,
-    out: &mut Vec<CheckedStep>,
-) -> Result<()> {
-    let file = context.file;
-    for (index, mut step) in block.into_iter().enumerate() {
-        let label = format!("{prefix}{}", index + 1);
-        let position = Position::new(file, &step.referenced);
-        match (step.value.repeat.take(), step.value.steps.take()) {
-            (None, None) => out.push(check_step(context, step, label)?),
-            (Some(count), Some(body)) => {
-                if count.value == 0 {
-                    bail!(
-                        "{}: `repeat: 0` runs nothing; expected a count of 1 or more",
-                        Position::new(file, &count.referenced)
-                    );
-                }
-                if body.is_empty() {
-                    bail!(
-                        "{position}: `repeat` has no steps; expected a list of steps under `steps`"
-                    );
-                }
-                if let Some(field) = step_action_fields(&step.value).first() {
-                    bail!("{position}: a `repeat` step cannot also {field}; put it inside `steps`");
-                }
-                for round in 1..=count.value {
-                    check_steps(context, body.clone(), &format!("{label}[{round}]."), out)?;
-                }
-            }
-            (Some(count), None) => bail!(
-                "{}: `repeat` needs `steps`, the block to repeat",
-                Position::new(file, &count.referenced)
-            ),
-            (None, Some(_)) => {
-                bail!("{position}: `steps` inside a step needs `repeat`, the number of rounds")
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Names of the action fields set on a step.
-fn step_action_fields(step: &Step) -> Vec<&'static str> {
-    [
-        ("load", step.load.is_some()),
-        ("disable", step.disable.is_some()),
-        ("unload", step.unload.is_some()),
-        ("wait", step.wait.is_some()),
-        ("reverse", step.reverse.is_some()),
-        ("force", step.force.is_some()),
-        ("run", step.run.is_some()),
-        ("write", step.write.is_some()),
-        ("park", step.park.is_some()),
-        ("release", step.release.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, set)| set.then_some(name))
-    .collect()
-}
-
-/// Reject step orders that cannot work: loading a module that is already
-/// loaded, or acting on one that is not. A step expected to fail changes
-/// nothing; `run` steps are not followed.
-fn check_order(steps: &[CheckedStep]) -> Result<()> {
-    let mut loaded: BTreeMap<&str, &Position> = BTreeMap::new();
-    let mut unloaded_at: BTreeMap<&str, &Position> = BTreeMap::new();
-    for step in steps {
-        let succeeds = step.expected_errno.is_none();
-        let at = &step.position;
-        match &step.action {
-            Action::Load(name) => {
-                if let Some(before) = loaded.get(name.as_str()) {
-                    if succeeds {
-                        bail!("{at}: step {} loads {name}, which step at {before} already loaded; expected an `unload: {name}` between them, or `error: EEXIST`", step.label);
-                    }
-                } else if succeeds {
-                    loaded.insert(name, at);
-                }
-            }
-            Action::Unload(name)
-            | Action::Disable(name)
-            | Action::Wait(name)
-            | Action::Reverse(name)
-            | Action::Force(name)
-            | Action::Park(name)
-            | Action::Release(name) => {
-                if !loaded.contains_key(name.as_str()) && succeeds {
-                    let why = match unloaded_at.get(name.as_str()) {
-                        Some(before) => format!("step at {before} unloaded it"),
-                        None => "no earlier step loads it".to_string(),
-                    };
-                    bail!(
-                        "{at}: step {} `{}` needs {name} loaded, but {why}; expected a `load: {name}` before it",
-                        step.label,
-                        step.action
-                    );
-                }
-                if matches!(step.action, Action::Unload(_)) && succeeds {
-                    loaded.remove(name.as_str());
-                    unloaded_at.insert(name, at);
-                }
-            }
-            Action::Run(_) | Action::Write { .. } => {}
-        }
-    }
-    Ok(())
-}
-
-fn check_step(
-    context: &BlockContext,
-    step: Spanned<Step>,
-    label: StepLabel,
-) -> Result<CheckedStep> {
-    let (file, fixtures) = (context.file, context.fixtures);
-    let position = Position::new(file, &step.referenced);
-    let step = step.value;
-    type MakeAction = fn(String) -> Action;
-    let candidates: Vec<(&Spanned<String>, MakeAction, bool)> = [
-        (&step.load, Action::Load as MakeAction, false),
-        (&step.disable, Action::Disable, true),
-        (&step.unload, Action::Unload, false),
-        (&step.wait, Action::Wait, true),
-        (&step.reverse, Action::Reverse, true),
-        (&step.force, Action::Force, true),
-        (&step.run, Action::Run, false),
-        (
-            &step.write,
-            |path| Action::Write {
-                path,
-                value: String::new(),
-            },
-            false,
-        ),
-        (&step.park, Action::Park, false),
-        (&step.release, Action::Release, false),
-    ]
-    .into_iter()
-    .filter_map(|(field, make, needs_livepatch)| field.as_ref().map(|f| (f, make, needs_livepatch)))
-    .collect();
-    let (target, make, needs_livepatch) = match candidates.as_slice() {
-        [one] => *one,
-        [] => bail!("{position}: step has no action; expected one of: {ACTIONS}, or repeat"),
-        [_, second, ..] => bail!(
-            "{}: step has more than one action; expected exactly one of: {ACTIONS}",
-            Position::new(file, &second.0.referenced)
-        ),
-    };
-    let mut action = make(target.value.clone());
-    if let Action::Write { value, .. } = &mut action {
-        let Some(given) = &step.value else {
-            bail!("{position}: `write` needs a `value` to write");
-        };
-        *value = given.value.clone();
-    } else if let Some(value) = &step.value {
-        bail!(
-            "{}: `value` belongs to a `write` step",
-            Position::new(file, &value.referenced)
-        );
-    }
-    if !matches!(action, Action::Run(_) | Action::Write { .. }) {
-        let Some(fixture) = fixtures.iter().find(|f| f.name == target.value) else {
-            bail!(
-                "{}: {:?} is not among this scenario's fixtures ({})",
-                Position::new(file, &target.referenced),
-                target.value,
-                fixtures
-                    .iter()
-                    .map(|f| f.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        };
-        if matches!(action, Action::Park(_) | Action::Release(_)) && fixture.name != TARGET {
-            bail!(
-                "{}: {:?} has no busy thread to park; expected {TARGET}",
-                Position::new(file, &target.referenced),
-                target.value
-            );
-        }
-        if needs_livepatch && !fixture.is_livepatch() {
-            bail!(
-                "{}: {:?} is a plain module, not a livepatch; expected a livepatch fixture",
-                Position::new(file, &target.referenced),
-                target.value
-            );
-        }
-    }
-    if let Some(errno_name) = &step.error {
-        if !errno::is_known(&errno_name.value) {
-            bail!(
-                "{}: unknown errno {:?}; expected one of: {}",
-                Position::new(file, &errno_name.referenced),
-                errno_name.value,
-                errno::names().collect::<Vec<_>>().join(", ")
-            );
-        }
-    }
-    Ok(CheckedStep {
-        label,
-        position,
-        action,
-        expected_errno: step.error.map(|e| e.value),
-        wait_transition: step.wait_transition,
-        follow_model: step.follow_model.map_or(context.follow_model, |f| f.value),
-        expect: step.expect,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::discover::scenario_files;
 
     fn project() -> Project {
         Project::at(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap()

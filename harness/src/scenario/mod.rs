@@ -1,16 +1,23 @@
 //! scenario YAML ──> steps ──> observations ──> verdict.
 
 mod artifacts;
+mod discover;
 pub mod follow;
+pub mod format;
+mod header;
 mod load;
-pub mod model;
 mod observe;
 mod run;
+pub mod step;
+mod steps;
 
 pub use artifacts::rerun_command;
-pub use load::{load, local_fixtures_dir, parse, scenario_files, scenario_name, Action, Scenario};
+pub use discover::{local_fixtures_dir, scenario_files, scenario_name};
+pub use header::{EXPECTED_TAINT, RULES, TAINT_FLAGS};
+pub use load::{load, parse, Scenario};
 pub use observe::{wait_transition_command as wait_command, SNAPSHOT_COMMAND};
 pub use run::{run_steps, Settings};
+pub use step::{Action, Kind};
 
 use crate::cache::Cache;
 use crate::guest::{snapshot, BootTimes, Guest};
@@ -92,7 +99,7 @@ impl Timeouts {
 /// The JSON Schema of scenario files, as kept in schema/scenario.schema.json
 /// for editors (e.g. yaml-language-server).
 pub fn json_schema() -> String {
-    let schema = schemars::schema_for!(model::ScenarioFile);
+    let schema = schemars::schema_for!(format::ScenarioFile);
     serde_json::to_string_pretty(&schema).expect("a schema serialises") + "\n"
 }
 

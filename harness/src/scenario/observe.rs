@@ -1,7 +1,7 @@
 //! Reading the guest's livepatch state and the kernel log.
 
-use super::load::TAINT_FLAGS;
-use super::model::{FeatureState, PatchState};
+use super::format::{FeatureState, PatchState};
+use super::header::TAINT_FLAGS;
 use crate::guest::Guest;
 use anyhow::Result;
 use std::collections::BTreeMap;

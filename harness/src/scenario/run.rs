@@ -1,9 +1,11 @@
 //! scenario ──> steps ──> observations ──> verdict, in one booted guest.
 
 use super::follow::Follower;
-use super::load::{Action, CheckedStep, Scenario, EXPECTED_TAINT};
-use super::model::{FeatureState, PatchState};
+use super::format::{FeatureState, PatchState};
+use super::header::EXPECTED_TAINT;
+use super::load::Scenario;
 use super::observe;
+use super::step::{Action, CheckedStep, Kind};
 use crate::errno;
 use crate::fixture;
 use crate::guest::Guest;
@@ -148,35 +150,12 @@ fn run_step(
         Some(follower) => follower.predict(step)?,
         None => None,
     };
-    // Steps name fixtures by file; the kernel knows them by module name.
-    let module = |name: &String| fixture::module_name(name);
-    let mut command = match &step.action {
-        Action::Load(name) => format!("insmod /klp/{name}.ko"),
-        Action::Disable(name) => {
-            format!("echo 0 > /sys/kernel/livepatch/{}/enabled", module(name))
-        }
-        Action::Unload(name) => format!("rmmod {}", module(name)),
-        Action::Wait(name) => observe::wait_transition_command(&module(name), limits.transition),
-        Action::Run(shell) => format!("sh -c {}", shell_quote(shell)),
-        // In a transition `enabled` already shows the target state.
-        Action::Reverse(name) => format!(
-            "f=/sys/kernel/livepatch/{}/enabled; echo $((1 - $(cat $f))) > $f",
-            module(name)
-        ),
-        Action::Force(name) => format!("echo 1 > /sys/kernel/livepatch/{}/force", module(name)),
-        Action::Write { path, value } => {
-            format!("echo {} > {}", shell_quote(value), shell_quote(path))
-        }
-        Action::Park(_) => "echo 1 > /sys/kernel/klp_target/park".to_string(),
-        Action::Release(_) => "echo 0 > /sys/kernel/klp_target/park".to_string(),
-    };
+    let mut command = guest_command(&step.action, limits);
     // Waiting for the transition goes into the same command: one round
     // trip. A loaded plain module has no directory under livepatch/.
-    let waits_for = match &step.action {
-        Action::Load(name) | Action::Disable(name)
-            if step.wait_transition && step.expected_errno.is_none() =>
-        {
-            Some(module(name))
+    let waits_for = match step.action.kind {
+        Kind::Load | Kind::Disable if step.wait_transition && step.expected_errno.is_none() => {
+            Some(fixture::module_name(&step.action.operand))
         }
         _ => None,
     };
@@ -259,6 +238,31 @@ fn run_step(
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// The guest shell command that performs an action.
+fn guest_command(action: &Action, limits: Limits) -> String {
+    // Steps name fixtures by file; the kernel knows them by module name.
+    let module = fixture::module_name(&action.operand);
+    let livepatch = format!("/sys/kernel/livepatch/{module}");
+    let target = crate::fixture::target::SYSFS_DIR;
+    match action.kind {
+        Kind::Load => format!("insmod /klp/{}.ko", action.operand),
+        Kind::Disable => format!("echo 0 > {livepatch}/enabled"),
+        Kind::Unload => format!("rmmod {module}"),
+        Kind::Wait => observe::wait_transition_command(&module, limits.transition),
+        Kind::Run => format!("sh -c {}", shell_quote(&action.operand)),
+        // In a transition `enabled` already shows the target state.
+        Kind::Reverse => format!("f={livepatch}/enabled; echo $((1 - $(cat $f))) > $f"),
+        Kind::Force => format!("echo 1 > {livepatch}/force"),
+        Kind::Write => format!(
+            "echo {} > {}",
+            shell_quote(action.value.as_deref().unwrap_or_default()),
+            shell_quote(&action.operand)
+        ),
+        Kind::Park => format!("echo 1 > {target}/park"),
+        Kind::Release => format!("echo 0 > {target}/park"),
     }
 }
 

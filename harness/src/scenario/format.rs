@@ -1,5 +1,4 @@
-//! The scenario file format (`scenarios/*.yaml`).
-
+//! The scenario file format (`scenarios/*.yaml`), as serde reads it.
 //!
 //! `Spanned` fields keep their file position for error messages; for the
 //! JSON Schema they are described as the value they wrap.
