@@ -2,7 +2,7 @@
 //! the model, and their text as a scenario file.
 
 use crate::fixture::target::{self, MODULE as TARGET};
-use crate::model::{Model, Op, Outcome};
+use crate::model::{Model, Op, Response};
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use std::fmt::Write as _;
@@ -13,7 +13,7 @@ pub struct Move {
     pub op: Op,
     /// Whether the step waits for the transition it starts.
     pub wait: bool,
-    pub outcome: Outcome,
+    pub outcome: Response,
 }
 
 /// A load or disable waits for its transition unless the parked thread
@@ -24,7 +24,7 @@ fn waits(model: &Model, op: &Op) -> bool {
             let mut probe = model.clone();
             probe
                 .step(op, true)
-                .map_or(true, |p| p.outcome != Outcome::StillRunning)
+                .map_or(true, |p| p.outcome != Response::StillRunning)
         }
         _ => true,
     }
@@ -39,7 +39,7 @@ pub fn replay(start: &Model, ops: &[Op]) -> Option<Vec<Move>> {
     for op in ops {
         let wait = waits(&model, op);
         let prediction = model.step(op, wait).ok()?;
-        if prediction.outcome == Outcome::StillRunning {
+        if prediction.outcome == Response::StillRunning {
             return None;
         }
         moves.push(Move {
@@ -109,10 +109,10 @@ pub type Tally =
 pub fn tally(into: &mut Tally, moves: &[Move]) {
     for m in moves {
         let outcome = match m.outcome {
-            Outcome::Done if !m.wait => "held open",
-            Outcome::Done => "ok",
-            Outcome::Refused(errno) => errno,
-            Outcome::StillRunning => "still running",
+            Response::Done if !m.wait => "held open",
+            Response::Done => "ok",
+            Response::Refused(errno) => errno,
+            Response::StillRunning => "still running",
         };
         *into
             .entry(op_name(&m.op))
@@ -209,7 +209,7 @@ pub fn scenario_yaml(
 }
 
 fn push_outcome(text: &mut String, m: &Move) {
-    if let Outcome::Refused(errno) = m.outcome {
+    if let Response::Refused(errno) = m.outcome {
         let _ = writeln!(text, "    error: {errno}");
     }
 }

@@ -8,13 +8,15 @@
 //! target sysfs directories (see `snapshot`). It knows the fixtures that
 //! `fixtures/*.yaml` generate and the busy target; nothing else.
 
-mod patches;
+mod callbacks;
+mod core;
 pub mod snapshot;
+mod transitions;
 
 use crate::fixture::spec::{LivepatchSpec, FUNCTIONS};
 use std::collections::BTreeMap;
 
-pub use patches::Model;
+pub use self::core::Model;
 
 pub use crate::fixture::target::{BUSY_FUNCTION, STATUS_FUNCTION};
 
@@ -104,9 +106,9 @@ pub enum Op {
     },
 }
 
-/// What the model predicts for an operation.
+/// How the kernel answers an operation, as the model predicts or a step saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Response {
     Done,
     /// Refused with this errno name (e.g. "EINVAL").
     Refused(&'static str),
@@ -117,7 +119,7 @@ pub enum Outcome {
 /// The prediction for one step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prediction {
-    pub outcome: Outcome,
+    pub outcome: Response,
     /// False while a transition may end at any moment (klp retries every
     /// second): the sysfs state right after the step is not predictable.
     pub settled: bool,

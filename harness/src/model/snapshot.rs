@@ -2,7 +2,9 @@
 //! snapshot (`grep -r .` over the livepatch, feature and target
 //! directories: one `path:value` line per file).
 
-use super::Model;
+use super::core::Patch;
+use super::transitions::Target;
+use super::{Model, STATUS_FUNCTION};
 use std::collections::BTreeMap;
 
 /// sysfs path ──> content (one line).
@@ -63,6 +65,44 @@ impl Model {
             files.insert(format!("{TARGET}/status"), self.target_status());
         }
         files
+    }
+
+    /// The patch whose copy of `function` a task in the transition's
+    /// target state runs (every task but a parked one is in it), if any.
+    pub(super) fn live_patch(&self, function: &str) -> Option<&Patch> {
+        for patch in self.patches.iter().rev() {
+            let def = self.def(&patch.module);
+            match &self.transition {
+                Some(t) if t.module == patch.module && t.target == Target::Unpatched => continue,
+                // A cumulative patch's nop leads to the original.
+                Some(t) if t.module == patch.module && def.replace => {
+                    return def.patches(function).then_some(patch)
+                }
+                _ => {}
+            }
+            if def.patches(function) {
+                return Some(patch);
+            }
+        }
+        None
+    }
+
+    /// What /sys/kernel/klp_target/status prints.
+    pub(super) fn target_status(&self) -> String {
+        let Some(patch) = self.live_patch(STATUS_FUNCTION) else {
+            return "original".to_string();
+        };
+        let def = self.def(&patch.module);
+        let mut status = def.reports.clone();
+        for feature in &def.features {
+            let enabled = self.features.get(&feature.id).is_some_and(|f| f.enabled);
+            if feature.opt_in && !enabled {
+                status.push_str(&format!(" f{}=off", feature.id));
+            } else {
+                status.push_str(&format!(" f{}=v{}", feature.id, feature.version));
+            }
+        }
+        status
     }
 }
 

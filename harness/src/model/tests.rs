@@ -51,7 +51,7 @@ fn model() -> Model {
     model
 }
 
-fn run(model: &mut Model, op: Op) -> Outcome {
+fn run(model: &mut Model, op: Op) -> Response {
     model.step(&op, true).unwrap().outcome
 }
 
@@ -62,9 +62,9 @@ fn load(name: &str) -> Op {
 #[test]
 fn cumulative_patch_must_carry_every_installed_state() {
     let mut m = model();
-    assert_eq!(run(&mut m, load("noncumul_f2")), Outcome::Done);
+    assert_eq!(run(&mut m, load("noncumul_f2")), Response::Done);
     // cumul_v1 lacks feature 2 (R2).
-    assert_eq!(run(&mut m, load("cumul_v1")), Outcome::Refused("EINVAL"));
+    assert_eq!(run(&mut m, load("cumul_v1")), Response::Refused("EINVAL"));
     assert_eq!(m.stack(), ["noncumul_f2"]);
     assert!(!m.is_loaded("cumul_v1"));
 }
@@ -73,10 +73,13 @@ fn cumulative_patch_must_carry_every_installed_state() {
 fn noncumulative_patch_must_not_lower_a_version() {
     let mut m = model();
     run(&mut m, load("noncumul_v2"));
-    assert_eq!(run(&mut m, load("noncumul_v1")), Outcome::Refused("EINVAL"));
+    assert_eq!(
+        run(&mut m, load("noncumul_v1")),
+        Response::Refused("EINVAL")
+    );
     let mut mutated = model().with_mutation(Some(Mutation::NoncumulativeUnchecked));
     run(&mut mutated, load("noncumul_v2"));
-    assert_eq!(run(&mut mutated, load("noncumul_v1")), Outcome::Done);
+    assert_eq!(run(&mut mutated, load("noncumul_v1")), Response::Done);
 }
 
 #[test]
@@ -89,10 +92,10 @@ fn atomic_replace_takes_the_data_over_and_drops_the_old_patch() {
     assert_eq!(files["/sys/kernel/klp_features/1/allocations"], "1");
     assert_eq!(files["/sys/kernel/klp_features/1/owner"], "cumul_v2");
     assert_eq!(files["/sys/kernel/klp_target/status"], "cumul_v2 f1=v2");
-    assert_eq!(run(&mut m, Op::Unload("cumul_v1".into())), Outcome::Done);
+    assert_eq!(run(&mut m, Op::Unload("cumul_v1".into())), Response::Done);
     assert_eq!(
         run(&mut m, Op::Unload("cumul_v2".into())),
-        Outcome::Refused("EAGAIN")
+        Response::Refused("EAGAIN")
     );
 }
 
@@ -117,28 +120,31 @@ fn a_parked_thread_holds_the_transition_until_released() {
     assert_eq!(
         prediction,
         Prediction {
-            outcome: Outcome::Done,
+            outcome: Response::Done,
             settled: true
         }
     );
     assert_eq!(m.in_transition(), Some(("cumul_v2", true)));
     assert_eq!(
         run(&mut m, Op::Wait("cumul_v2".into())),
-        Outcome::StillRunning
+        Response::StillRunning
     );
     // One transition at a time (R12); the compatibility check comes first.
-    assert_eq!(run(&mut m, load("noncumul_f2")), Outcome::Refused("EBUSY"));
-    assert_eq!(run(&mut m, load("noncumul_v1")), Outcome::Refused("EINVAL"));
+    assert_eq!(run(&mut m, load("noncumul_f2")), Response::Refused("EBUSY"));
+    assert_eq!(
+        run(&mut m, load("noncumul_v1")),
+        Response::Refused("EINVAL")
+    );
     assert_eq!(
         run(&mut m, Op::Disable("cumul_v1".into())),
-        Outcome::Refused("EBUSY")
+        Response::Refused("EBUSY")
     );
     let files = m.predicted_files();
     assert_eq!(files["/sys/kernel/livepatch/cumul_v2/transition"], "1");
     assert_eq!(files["/sys/kernel/klp_features/1/owner"], "cumul_v1");
     let released = m.step(&Op::Release, false).unwrap();
     assert!(!released.settled);
-    assert_eq!(run(&mut m, Op::Wait("cumul_v2".into())), Outcome::Done);
+    assert_eq!(run(&mut m, Op::Wait("cumul_v2".into())), Response::Done);
     assert_eq!(m.stack(), ["cumul_v2"]);
 }
 
@@ -148,7 +154,7 @@ fn a_thread_parked_in_the_original_does_not_hold_an_unrelated_patch() {
     run(&mut m, Op::Park);
     assert_eq!(
         m.step(&load("noncumul_f2"), true).unwrap().outcome,
-        Outcome::Done
+        Response::Done
     );
     assert_eq!(m.in_transition(), None);
 }
@@ -161,17 +167,17 @@ fn forced_replace_pins_the_replaced_module() {
     m.step(&load("cumul_v2"), false).unwrap();
     assert_eq!(
         run(&mut m, Op::Force("cumul_v1".into())),
-        Outcome::Refused("EINVAL")
+        Response::Refused("EINVAL")
     );
     assert!(
         !m.step(&Op::Force("cumul_v2".into()), false)
             .unwrap()
             .settled
     );
-    assert_eq!(run(&mut m, Op::Wait("cumul_v2".into())), Outcome::Done);
+    assert_eq!(run(&mut m, Op::Wait("cumul_v2".into())), Response::Done);
     assert_eq!(
         run(&mut m, Op::Unload("cumul_v1".into())),
-        Outcome::Refused("EAGAIN")
+        Response::Refused("EAGAIN")
     );
     assert!(m.is_pinned("cumul_v1"));
 }
@@ -182,13 +188,13 @@ fn a_reversed_load_frees_what_it_allocated_and_leaves() {
     run(&mut m, Op::Park);
     m.step(&load("cumul_v1"), false).unwrap();
     assert_eq!(m.in_transition(), Some(("cumul_v1", true)));
-    assert_eq!(run(&mut m, Op::Reverse("cumul_v1".into())), Outcome::Done);
+    assert_eq!(run(&mut m, Op::Reverse("cumul_v1".into())), Response::Done);
     run(&mut m, Op::Wait("cumul_v1".into()));
     assert!(m.stack().is_empty());
     let files = m.predicted_files();
     assert_eq!(files["/sys/kernel/klp_features/1/allocations"], "1");
     assert_eq!(files["/sys/kernel/klp_features/1/version"], "none");
-    assert_eq!(run(&mut m, Op::Unload("cumul_v1".into())), Outcome::Done);
+    assert_eq!(run(&mut m, Op::Unload("cumul_v1".into())), Response::Done);
 }
 
 #[test]
@@ -199,10 +205,10 @@ fn a_disabled_patch_cannot_be_enabled_again() {
         module: "cumul_v1".into(),
         value: true,
     };
-    assert_eq!(run(&mut m, enable.clone()), Outcome::Refused("EINVAL"));
+    assert_eq!(run(&mut m, enable.clone()), Response::Refused("EINVAL"));
     run(&mut m, Op::Disable("cumul_v1".into()));
-    assert_eq!(run(&mut m, enable), Outcome::Refused("ENOENT"));
-    assert_eq!(run(&mut m, load("cumul_v1")), Outcome::Refused("EEXIST"));
+    assert_eq!(run(&mut m, enable), Response::Refused("ENOENT"));
+    assert_eq!(run(&mut m, load("cumul_v1")), Response::Refused("EEXIST"));
 }
 
 #[test]
@@ -250,11 +256,11 @@ proptest! {
             }
             let before = m.clone();
             let prediction = m.step(&op, true).unwrap();
-            if let Outcome::Refused(_) = prediction.outcome {
+            if let Response::Refused(_) = prediction.outcome {
                 prop_assert_eq!(m.predicted_files(), before.predicted_files(), "{:?} was refused", op);
                 prop_assert_eq!(&m.loaded, &before.loaded);
             }
-            if let (Op::Load(name), Outcome::Done, true) = (&op, &prediction.outcome, prediction.settled) {
+            if let (Op::Load(name), Response::Done, true) = (&op, &prediction.outcome, prediction.settled) {
                 if m.defs()[name].replace && m.in_transition().is_none() {
                     prop_assert_eq!(m.stack(), vec![name.clone()], "after a cumulative load");
                 }

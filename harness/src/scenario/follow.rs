@@ -5,7 +5,7 @@ use super::step::{Action, CheckedStep, Kind};
 use crate::fixture::target::{self, MODULE as TARGET};
 use crate::fixture::{self, Fixture, FixtureSource};
 use crate::kernel::features;
-use crate::model::{snapshot, Defs, Model, Mutation, Op, Outcome, PatchDef, Prediction};
+use crate::model::{snapshot, Defs, Model, Mutation, Op, PatchDef, Prediction, Response};
 use anyhow::{bail, Result};
 
 /// The scenario's fixtures as the model knows them; an error, at the step,
@@ -120,7 +120,7 @@ impl Follower {
     }
 
     /// The step's outcome against the prediction.
-    pub fn check_outcome(predicted: &Outcome, found: &Outcome) -> Result<()> {
+    pub fn check_outcome(predicted: &Response, found: &Response) -> Result<()> {
         if predicted != found {
             bail!(
                 "the reference model predicts {}, the kernel {}",
@@ -141,11 +141,11 @@ impl Follower {
     }
 }
 
-fn describe(outcome: &Outcome) -> String {
+fn describe(outcome: &Response) -> String {
     match outcome {
-        Outcome::Done => "success".to_string(),
-        Outcome::Refused(errno) => format!("failure with {errno}"),
-        Outcome::StillRunning => "a transition that does not end".to_string(),
+        Response::Done => "success".to_string(),
+        Response::Refused(errno) => format!("failure with {errno}"),
+        Response::StillRunning => "a transition that does not end".to_string(),
     }
 }
 

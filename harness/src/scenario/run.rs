@@ -9,7 +9,7 @@ use super::step::{Action, CheckedStep, Kind};
 use crate::errno;
 use crate::fixture;
 use crate::guest::Guest;
-use crate::model::Outcome;
+use crate::model::Response;
 use anyhow::{anyhow, bail, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -198,11 +198,13 @@ fn run_step(
     }
     if let Some(prediction) = prediction.as_ref().filter(|_| step.follow_model) {
         let found = if result.status != 0 {
-            Outcome::Refused(errno::from_message(&result.output).unwrap_or("an unrecognised error"))
+            Response::Refused(
+                errno::from_message(&result.output).unwrap_or("an unrecognised error"),
+            )
         } else if result.output.contains(STILL_RUNNING) {
-            Outcome::StillRunning
+            Response::StillRunning
         } else {
-            Outcome::Done
+            Response::Done
         };
         Follower::check_outcome(&prediction.outcome, &found)?;
     }

@@ -1,0 +1,297 @@
+//! The model's state, its queries, and how each operation changes it.
+
+use super::callbacks::Feature;
+use super::transitions::{Impl, Target, Transition};
+use super::{Defs, Mutation, Op, PatchDef, Prediction, Response, Unsupported};
+use crate::fixture::target;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub(super) defs: Defs,
+    /// Livepatch sysfs attributes this kernel has (kernel::features).
+    pub(super) attributes: Vec<&'static str>,
+    /// Loaded modules, in load order.
+    pub(super) loaded: Vec<String>,
+    /// Modules whose reference a forced transition kept (never removable).
+    pub(super) pinned: BTreeSet<String>,
+    /// klp_patches, in list order: the bottom of the stack first.
+    pub(super) patches: Vec<Patch>,
+    pub(super) transition: Option<Transition>,
+    /// Where klp_target's busy thread sleeps, if parked.
+    pub(super) parked: Option<Impl>,
+    pub(super) features: BTreeMap<u64, Feature>,
+    /// Feature data blocks allocated and not yet freed.
+    pub(super) live_data: BTreeSet<u64>,
+    next_instance: u64,
+    pub(super) next_data: u64,
+    pub(super) mutation: Option<Mutation>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Patch {
+    pub module: String,
+    /// Tells apart two loads of the same module.
+    pub instance: u64,
+    pub enabled: bool,
+    pub forced: bool,
+    /// Each feature's klp_state data: None until allocated or after freed.
+    pub data: BTreeMap<u64, Option<u64>>,
+}
+
+impl Model {
+    /// A freshly booted guest with these fixtures available, on a kernel
+    /// of this version (e.g. [6, 12, 57]).
+    pub fn new(defs: Defs, kernel_version: &[u32]) -> Self {
+        Model {
+            defs,
+            attributes: crate::kernel::features::attributes_of(kernel_version),
+            loaded: Vec::new(),
+            pinned: BTreeSet::new(),
+            patches: Vec::new(),
+            transition: None,
+            parked: None,
+            features: BTreeMap::new(),
+            live_data: BTreeSet::new(),
+            next_instance: 1,
+            next_data: 1,
+            mutation: None,
+        }
+    }
+
+    pub fn with_mutation(mut self, mutation: Option<Mutation>) -> Self {
+        self.mutation = mutation;
+        self
+    }
+
+    pub fn defs(&self) -> &Defs {
+        &self.defs
+    }
+
+    pub fn is_loaded(&self, module: &str) -> bool {
+        self.loaded.iter().any(|m| m == module)
+    }
+
+    pub fn is_pinned(&self, module: &str) -> bool {
+        self.pinned.contains(module)
+    }
+
+    pub fn target_loaded(&self) -> bool {
+        self.is_loaded(target::MODULE)
+    }
+
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// Patch names in sysfs, bottom of the stack first.
+    pub fn stack(&self) -> Vec<String> {
+        self.patches.iter().map(|p| p.module.clone()).collect()
+    }
+
+    pub fn enabled(&self, module: &str) -> Option<bool> {
+        self.patch_index(module).map(|i| self.patches[i].enabled)
+    }
+
+    /// The patch in transition, and whether the parked thread holds it.
+    pub fn in_transition(&self) -> Option<(&str, bool)> {
+        self.transition
+            .as_ref()
+            .map(|t| (t.module.as_str(), t.blocked))
+    }
+
+    /// Feature versions in force: id ──> version, or None once withdrawn.
+    pub fn feature_versions(&self) -> BTreeMap<u64, Option<u32>> {
+        self.features
+            .iter()
+            .map(|(id, f)| (*id, f.owners.last().map(|(_, v)| *v)))
+            .collect()
+    }
+
+    /// Apply one operation; `wait` is whether the step then waits for the
+    /// transition it started (as `load` and `disable` do by default).
+    pub fn step(&mut self, op: &Op, wait: bool) -> Result<Prediction, Unsupported> {
+        // A transition nobody holds ends at klp's next try, within a
+        // second: until a wait, only steps it cannot affect are predictable.
+        if let Some(t) = self.transition.as_ref().filter(|t| !t.blocked) {
+            let independent = match op {
+                Op::Wait(_) | Op::Release | Op::WriteFeatureEnabled { .. } => true,
+                Op::Unload(module) => *module != t.module && module != target::MODULE,
+                _ => false,
+            };
+            if !independent {
+                return Err(Unsupported(format!(
+                    "{op:?} while the transition of {} may end at any moment; \
+                     expected a `wait: {}` before it",
+                    t.module, t.module
+                )));
+            }
+        }
+        let outcome = match op {
+            Op::Load(module) => self.load(module)?,
+            Op::Disable(module) => self.write_enabled(module, false)?,
+            Op::Unload(module) => self.unload(module)?,
+            Op::Wait(module) => self.wait(module),
+            Op::Reverse(module) => match self.enabled(module) {
+                Some(enabled) => self.write_enabled(module, !enabled)?,
+                None => Response::Refused("ENOENT"),
+            },
+            Op::Force(module) => self.force(module),
+            Op::Park => self.park(),
+            Op::Release => {
+                self.parked = None;
+                if let Some(t) = &mut self.transition {
+                    t.blocked = false;
+                }
+                Response::Done
+            }
+            Op::WritePatchEnabled { module, value } => self.write_enabled(module, *value)?,
+            Op::WriteFeatureEnabled { id, value } => match self.features.get_mut(id) {
+                Some(feature) => {
+                    feature.enabled = *value;
+                    Response::Done
+                }
+                None => Response::Refused("ENOENT"),
+            },
+        };
+        let outcome = match (&outcome, op) {
+            (Response::Done, Op::Load(module) | Op::Disable(module)) if wait => {
+                match self.transition.as_ref() {
+                    Some(t) if &t.module == module => self.wait(module),
+                    _ => Response::Done,
+                }
+            }
+            _ => outcome,
+        };
+        let settled = self.transition.as_ref().is_none_or(|t| t.blocked);
+        Ok(Prediction { outcome, settled })
+    }
+
+    pub(super) fn def(&self, module: &str) -> &PatchDef {
+        &self.defs[module]
+    }
+
+    pub(super) fn patch_index(&self, module: &str) -> Option<usize> {
+        self.patches.iter().position(|p| p.module == module)
+    }
+
+    pub(super) fn is_transition(&self, module: &str) -> bool {
+        self.transition.as_ref().is_some_and(|t| t.module == module)
+    }
+
+    pub(super) fn load(&mut self, module: &str) -> Result<Response, Unsupported> {
+        if self.is_loaded(module) {
+            return Ok(Response::Refused("EEXIST"));
+        }
+        if module == target::MODULE {
+            // klp_module_coming() patches the object in every patch.
+            if self.transition.is_some() {
+                return Err(Unsupported("loading klp_target during a transition".into()));
+            }
+            self.loaded.push(module.to_string());
+            return Ok(Response::Done);
+        }
+        let Some(def) = self.defs.get(module).cloned() else {
+            return Err(Unsupported(format!(
+                "{module} is not a livepatch generated from fixtures/*.yaml"
+            )));
+        };
+        // klp_enable_patch(): the compatibility check comes first
+        // (state.c), then "one transition at a time" (__klp_enable_patch).
+        if !self.compatible(&def) {
+            return Ok(Response::Refused("EINVAL"));
+        }
+        if self.transition.is_some() {
+            return Ok(Response::Refused("EBUSY"));
+        }
+        if let Some(errno) = &def.pre_patch_error {
+            // The vmlinux pre_patch callback fails before it allocates.
+            return Ok(Response::Refused(crate::errno::canonical(errno)));
+        }
+        self.loaded.push(module.to_string());
+        let instance = self.next_instance;
+        self.next_instance += 1;
+        self.patches.push(Patch {
+            module: module.to_string(),
+            instance,
+            enabled: true,
+            forced: false,
+            data: def.features.iter().map(|f| (f.id, None)).collect(),
+        });
+        let index = self.patches.len() - 1;
+        self.pre_patch(index)?;
+        self.start_transition(index, Target::Patched);
+        Ok(Response::Done)
+    }
+
+    /// klp_is_patch_compatible(): every state on every installed patch
+    /// must be carried by a cumulative patch, and every carried state at
+    /// a version no lower than the installed one.
+    pub(super) fn compatible(&self, new: &PatchDef) -> bool {
+        self.patches.iter().all(|old| {
+            self.def(&old.module)
+                .features
+                .iter()
+                .all(|old_state| match new.feature(old_state.id) {
+                    None => !new.replace,
+                    Some(_)
+                        if !new.replace
+                            && self.mutation == Some(Mutation::NoncumulativeUnchecked) =>
+                    {
+                        true
+                    }
+                    Some(state) => state.version >= old_state.version,
+                })
+        })
+    }
+
+    /// enabled_store(): the same value is EINVAL; the patch in transition
+    /// reverses; 0 disables; 1 on a patch not in transition is EINVAL
+    /// (a disabled patch cannot be enabled again).
+    pub(super) fn write_enabled(
+        &mut self,
+        module: &str,
+        value: bool,
+    ) -> Result<Response, Unsupported> {
+        let Some(index) = self.patch_index(module) else {
+            return Ok(Response::Refused("ENOENT"));
+        };
+        if self.patches[index].enabled == value {
+            return Ok(Response::Refused("EINVAL"));
+        }
+        if self.is_transition(module) {
+            self.reverse();
+            return Ok(Response::Done);
+        }
+        if value {
+            return Ok(Response::Refused("EINVAL"));
+        }
+        if self.transition.is_some() {
+            return Ok(Response::Refused("EBUSY"));
+        }
+        self.patches[index].enabled = false;
+        self.start_transition(index, Target::Unpatched);
+        Ok(Response::Done)
+    }
+
+    pub(super) fn unload(&mut self, module: &str) -> Result<Response, Unsupported> {
+        if !self.is_loaded(module) {
+            return Ok(Response::Refused("ENOENT"));
+        }
+        if module == target::MODULE {
+            if self.transition.is_some() {
+                return Err(Unsupported(
+                    "unloading klp_target during a transition".into(),
+                ));
+            }
+            // klp_module_going() unpatches the object; kthread_stop()
+            // wakes the parked thread.
+            self.parked = None;
+        } else if self.patch_index(module).is_some() || self.pinned.contains(module) {
+            // The patch (or a forced transition) holds a module reference.
+            return Ok(Response::Refused("EAGAIN"));
+        }
+        self.loaded.retain(|m| m != module);
+        Ok(Response::Done)
+    }
+}

@@ -1,0 +1,160 @@
+//! Transitions: what holds one open (the parked busy thread), how one
+//! completes, reverses or is forced, and what it leaves pinned.
+
+use super::core::{Model, Patch};
+use super::{Response, BUSY_FUNCTION};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Target {
+    Patched,
+    Unpatched,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Transition {
+    pub module: String,
+    pub target: Target,
+    /// Held open by the parked thread; otherwise it ends at the next try.
+    pub blocked: bool,
+}
+
+/// A copy of a function: the original or one patch instance's replacement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Impl {
+    Original,
+    Patch(u64),
+}
+
+impl Model {
+    pub(super) fn wait(&mut self, module: &str) -> Response {
+        match &self.transition {
+            Some(t) if t.module == module && t.blocked => Response::StillRunning,
+            Some(t) if t.module == module => {
+                self.complete_transition();
+                Response::Done
+            }
+            _ => Response::Done,
+        }
+    }
+
+    /// Whether the parked thread keeps the transition of the patch at
+    /// `index` towards `target` open (klp_check_stack_func()).
+    pub(super) fn blocks(&self, index: usize, target: Target) -> bool {
+        let Some(parked) = self.parked else {
+            return false;
+        };
+        let patch = &self.patches[index];
+        let def = self.def(&patch.module);
+        match target {
+            // The previous copy must not be on the stack; a cumulative
+            // patch has a nop for every function a patch below replaced.
+            Target::Patched => {
+                let touches = def.patches(BUSY_FUNCTION)
+                    || def.replace
+                        && self.patches[..index]
+                            .iter()
+                            .any(|p| self.def(&p.module).patches(BUSY_FUNCTION));
+                touches && parked == self.busy_copy_below(index)
+            }
+            // The patch's own copy must not be on the stack.
+            Target::Unpatched => {
+                def.patches(BUSY_FUNCTION) && parked == Impl::Patch(patch.instance)
+            }
+        }
+    }
+
+    pub(super) fn busy_copy_below(&self, index: usize) -> Impl {
+        self.patches[..index]
+            .iter()
+            .rev()
+            .find(|p| self.def(&p.module).patches(BUSY_FUNCTION))
+            .map_or(Impl::Original, |p| Impl::Patch(p.instance))
+    }
+
+    /// The patch at `index` starts its transition, held open or not.
+    pub(super) fn start_transition(&mut self, index: usize, target: Target) {
+        self.transition = Some(Transition {
+            module: self.patches[index].module.clone(),
+            target,
+            blocked: self.blocks(index, target),
+        });
+    }
+
+    /// klp_reverse_transition(): the only task not yet switched is the
+    /// parked one, which already is in the new target state, so nothing
+    /// holds the reversed transition.
+    pub(super) fn reverse(&mut self) {
+        let t = self.transition.as_mut().expect("a transition to reverse");
+        t.target = match t.target {
+            Target::Patched => Target::Unpatched,
+            Target::Unpatched => Target::Patched,
+        };
+        t.blocked = false;
+        let module = t.module.clone();
+        let index = self.patch_index(&module).expect("transition patch listed");
+        self.patches[index].enabled = !self.patches[index].enabled;
+    }
+
+    /// klp_force_transition(): every task switches now; patches on their
+    /// way out are marked forced, which keeps their modules for good.
+    pub(super) fn force(&mut self, module: &str) -> Response {
+        if self.patch_index(module).is_none() {
+            return Response::Refused("ENOENT");
+        }
+        let Some(t) = self.transition.as_mut().filter(|t| t.module == module) else {
+            return Response::Refused("EINVAL");
+        };
+        t.blocked = false;
+        let target = t.target;
+        let replace = self.def(module).replace;
+        for patch in &mut self.patches {
+            let leaving = if patch.module == module {
+                target == Target::Unpatched
+            } else {
+                target == Target::Patched && replace
+            };
+            patch.forced |= leaving;
+        }
+        Response::Done
+    }
+
+    pub(super) fn park(&mut self) -> Response {
+        if !self.target_loaded() {
+            return Response::Refused("ENOENT");
+        }
+        if self.parked.is_none() {
+            self.parked = Some(self.busy_copy_below(self.patches.len()));
+        }
+        Response::Done
+    }
+
+    /// klp_complete_transition() and the freeing that follows it.
+    pub(super) fn complete_transition(&mut self) {
+        let t = self.transition.take().expect("a transition to complete");
+        let index = self
+            .patch_index(&t.module)
+            .expect("transition patch listed");
+        match t.target {
+            Target::Patched => {
+                self.post_patch(index);
+                if self.def(&t.module).replace {
+                    // Replaced: the patches before it in the list, without
+                    // their callbacks (klp_unpatch_replaced_patches()).
+                    let replaced: Vec<Patch> = self.patches.drain(..index).collect();
+                    replaced.into_iter().for_each(|p| self.free_patch(p));
+                }
+            }
+            Target::Unpatched => {
+                self.post_unpatch(index);
+                let patch = self.patches.remove(index);
+                self.free_patch(patch);
+            }
+        }
+    }
+
+    pub(super) fn free_patch(&mut self, patch: Patch) {
+        if patch.forced {
+            self.pinned.insert(patch.module);
+        }
+    }
+}
