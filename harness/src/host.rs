@@ -151,10 +151,9 @@ pub fn ensure(tools: &[Tool], lock_dir: &Path) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!(
-        "klp-harness: installing host packages: {}",
-        missing.join(" ")
-    );
+    crate::event::emit(crate::event::Event::InstallingPackages {
+        packages: missing.iter().map(|p| p.to_string()).collect(),
+    });
     let apt = |args: &[&str]| -> Result<bool> {
         let status = Command::new("apt-get")
             .args(["-q", "-y", "-o", "DPkg::Lock::Timeout=300"])

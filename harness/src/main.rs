@@ -22,7 +22,7 @@ enum Command {
         kernel: Vec<String>,
         /// Output: a table for people, JSON for tools, or the Markdown
         /// kernel × scenario table README.md shows.
-        #[arg(long, value_enum, default_value = "table")]
+        #[arg(long, default_value = "table", value_parser = names_of(report::Format::ALL))]
         format: report::Format,
         /// How many guests run at once (default: one per CPU).
         #[arg(long, short = 'j', default_value_t = scenario::default_jobs())]
@@ -113,7 +113,7 @@ enum Command {
         pool: usize,
         /// Put a known-wrong rule into the model (to check that exploration
         /// finds and shrinks the divergence it causes).
-        #[arg(long)]
+        #[arg(long, value_parser = names_of(klp_harness::model::Mutation::ALL))]
         mutate: Option<klp_harness::model::Mutation>,
     },
     /// Check scenario files without booting anything.
@@ -150,7 +150,24 @@ enum KernelCommand {
     Show { name: String },
 }
 
+/// A clap parser that offers the names of a table and parses the value
+/// the table's way.
+fn names_of<T>(
+    table: &'static [(T, &'static str)],
+) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(table.iter().map(|(_, name)| *name)).map(|name| {
+        name.parse::<T>()
+            .ok()
+            .expect("clap offers only the table's names")
+    })
+}
+
 fn main() {
+    klp_harness::ui::subscribe();
     if let Err(err) = real_main() {
         eprintln!("error: {err:#}");
         std::process::exit(2);

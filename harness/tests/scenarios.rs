@@ -9,6 +9,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::Path;
 
 fn main() {
+    klp_harness::ui::subscribe();
     let args = Arguments::from_args();
     let trials = match trials() {
         Ok(trials) => trials,

@@ -8,6 +8,7 @@ mod sequence;
 mod shrink;
 
 use crate::cache::Cache;
+use crate::event::{self, Event};
 use crate::fixture::target::{self, MODULE as TARGET};
 use crate::guest::Guest;
 use crate::kernel::{self, KernelSpec};
@@ -15,7 +16,6 @@ use crate::model::{Defs, Model, Mutation, Op};
 use crate::project::Project;
 use crate::scenario::{self, follow::Follower, Settings};
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -102,15 +102,10 @@ pub fn explore(
         .expect("the model loads klp_target");
     runner.follow = Some((defs, kernel_version.clone(), options.mutation));
 
-    let progress = ProgressBar::new(options.runs as u64);
-    progress.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} sequences on {prefix}: {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    progress.set_prefix(spec.name.clone());
+    event::emit(Event::ExploreStarted {
+        kernel: spec.name.clone(),
+        runs: options.runs,
+    });
     let mut report = Report {
         kernel: spec.name.clone(),
         runs: 0,
@@ -135,34 +130,26 @@ pub fn explore(
         }
         let label = format!("sequence-{:04}", run + 1);
         if let Some(failure) = runner.run(&start, &ops, &label)? {
-            progress.suspend(|| {
-                eprintln!(
-                    "{label} diverged; shrinking it:\n{}",
-                    first_lines(&failure, 12)
-                )
+            event::emit(Event::ExploreDiverged {
+                sequence: label.clone(),
+                failure: first_lines(&failure, 12),
             });
             let divergence = shrink_and_write(&mut runner, &start, ops, &label, options, spec)?;
             report.divergences.push(divergence);
             break;
         }
-        let status = format!(
-            "{} steps, {} boots, 0 divergences",
-            report.steps, runner.boots
-        );
-        // Without a terminal (CI logs) the bar is hidden: a line every 10.
-        if progress.is_hidden() && (run + 1) % 10 == 0 {
-            eprintln!(
-                "explore {}: {}/{} sequences, {status}, {:.0} s",
-                spec.name,
-                run + 1,
-                options.runs,
-                started.elapsed().as_secs_f64()
-            );
-        }
-        progress.set_message(status);
-        progress.inc(1);
+        event::emit(Event::ExploreProgress {
+            kernel: spec.name.clone(),
+            done: run + 1,
+            runs: options.runs,
+            steps: report.steps,
+            boots: runner.boots,
+            elapsed: started.elapsed(),
+        });
     }
-    progress.finish_and_clear();
+    event::emit(Event::ExploreFinished {
+        kernel: spec.name.clone(),
+    });
     runner.stop();
     report.boots = runner.boots;
     report.elapsed = started.elapsed();
@@ -223,12 +210,7 @@ fn shrink_and_write(
         .to_string();
     let mutation = options
         .mutation
-        .map(|m| {
-            let name = clap::ValueEnum::to_possible_value(&m)
-                .map(|v| v.get_name().to_string())
-                .unwrap_or_default();
-            format!(" --mutate {name}")
-        })
+        .map(|m| format!(" --mutate {}", m.name()))
         .unwrap_or_default();
     let header = format!(
         "Found by `klp-harness explore --kernel {kernel} --seed {seed} --steps {steps} --pool {pool}{mutation}`\n\

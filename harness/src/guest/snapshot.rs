@@ -48,7 +48,7 @@ pub fn start(cache: &Cache, config: &VmConfig, limits: StartLimits) -> Result<Gu
             // A state that does not start is dropped, and made anew.
             Err(err) => {
                 let why = format!("{err:#}\nbooting instead; the saved state is made anew\n");
-                eprintln!("klp-harness: {why}");
+                crate::event::emit(crate::event::Event::SavedStateDropped { why: why.clone() });
                 std::fs::write(config.log_dir.join("restore-failed.log"), why)?;
                 discard(cache, &saved)?;
             }

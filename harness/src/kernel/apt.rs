@@ -84,10 +84,9 @@ impl PrivateApt {
     }
 
     pub fn update(&self) -> Result<()> {
-        eprintln!(
-            "klp-harness: updating the private apt lists in {}",
-            self.dir.display()
-        );
+        crate::event::emit(crate::event::Event::UpdatingAptLists {
+            dir: self.dir.clone(),
+        });
         self.run("apt-get", &["-q", "update"], None).map(drop)
     }
 
@@ -117,7 +116,9 @@ impl PrivateApt {
     pub fn download(&self, packages: &[String], dir: &Path) -> Result<()> {
         let mut args = vec!["-q", "download"];
         args.extend(packages.iter().map(String::as_str));
-        eprintln!("klp-harness: downloading {}", packages.join(" "));
+        crate::event::emit(crate::event::Event::Downloading {
+            what: packages.join(" "),
+        });
         if self.run("apt-get", &args, Some(dir)).is_err() {
             self.update()?;
             self.run("apt-get", &args, Some(dir)).with_context(|| {

@@ -4,13 +4,12 @@
 
 use super::source::Sources;
 use crate::cache::{Cache, ContentHash};
+use crate::event::{self, Event};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 /// Bump when the build recipe changes, so old builds are not reused.
 const RECIPE: &str = "tinyconfig+fragments+olddefconfig; bzImage modules; v1";
@@ -72,7 +71,7 @@ pub fn build(name: &str, sources: &Sources, fragments: &[PathBuf], cache: &Cache
     fs::create_dir_all(&dir)?;
     let log_path = dir.join("build.log");
     let mut log = fs::File::create(&log_path)?;
-    let make = |args: &[&str], log: &mut fs::File, progress: Option<&ProgressBar>| {
+    let make = |args: &[&str], log: &mut fs::File, progress: Option<&str>| {
         make(&sources.tree, &dir, args, log, progress)
             .map_err(|err| anyhow::anyhow!("{err:#}\n(full log: {})", log_path.display()))
     };
@@ -110,15 +109,13 @@ pub fn build(name: &str, sources: &Sources, fragments: &[PathBuf], cache: &Cache
         "-j{}",
         std::thread::available_parallelism().map_or(2, |n| n.get())
     );
-    let progress = ProgressBar::new_spinner();
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} building kernel {prefix} [{elapsed}] {wide_msg}")
-            .expect("valid template"),
-    );
-    progress.set_prefix(name.to_string());
-    progress.enable_steady_tick(Duration::from_millis(200));
-    let result = make(&[&jobs, "bzImage", "modules"], &mut log, Some(&progress));
-    progress.finish_and_clear();
+    event::emit(Event::KernelBuildStarted {
+        kernel: name.to_string(),
+    });
+    let result = make(&[&jobs, "bzImage", "modules"], &mut log, Some(name));
+    event::emit(Event::KernelBuildFinished {
+        kernel: name.to_string(),
+    });
     result?;
     let release = query(sources, &dir, "kernelrelease")?;
     let version = query(sources, &dir, "kernelversion")?;
@@ -162,7 +159,8 @@ fn make(
     out: &Path,
     args: &[&str],
     log: &mut fs::File,
-    progress: Option<&ProgressBar>,
+    // The kernel whose build progress to report, line by line.
+    progress: Option<&str>,
 ) -> Result<()> {
     let mut child = Command::new("make")
         .arg("-C")
@@ -190,8 +188,11 @@ fn make(
         .map_while(Result::ok)
     {
         writeln!(log, "{line}")?;
-        if let Some(progress) = progress {
-            progress.set_message(line.trim().to_string());
+        if let Some(kernel) = progress {
+            event::emit(Event::KernelBuildOutput {
+                kernel: kernel.to_string(),
+                line: line.clone(),
+            });
         }
     }
     let status = child.wait()?;

@@ -353,7 +353,10 @@ fn pinned<T: serde::de::DeserializeOwned + serde::Serialize>(
         serde_saphyr::to_string(&resolved)?
     );
     std::fs::write(lock, text).with_context(|| format!("cannot write {}", lock.display()))?;
-    eprintln!("klp-harness: pinned {} in {}", wanted, lock.display());
+    crate::event::emit(crate::event::Event::Pinned {
+        what: wanted.to_string(),
+        lock: lock.to_path_buf(),
+    });
     Ok(resolved)
 }
 

@@ -5,6 +5,7 @@
 
 use super::apt::PrivateApt;
 use crate::cache::{Cache, ContentHash};
+use crate::event::Event;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -155,7 +156,9 @@ fn find_source_tarball(usr_src: &Path) -> Result<PathBuf> {
 fn unpack(archive: &Path, dir: &Path) -> Result<()> {
     let target = dir.join("linux");
     fs::create_dir_all(&target)?;
-    eprintln!("klp-harness: unpacking {}", archive.display());
+    crate::event::emit(Event::Unpacking {
+        archive: archive.to_path_buf(),
+    });
     crate::host::run_checked(
         Command::new("tar")
             .arg("-xf")
@@ -194,7 +197,9 @@ fn download(tarball: &Tarball, kernels_dir: &Path, cache: &Cache) -> Result<Path
     let dir = cache.entry("downloads", &tarball.sha256, |dir| {
         let target = dir.join(name);
         if tarball.url.contains("://") {
-            eprintln!("klp-harness: downloading {}", tarball.url);
+            crate::event::emit(Event::Downloading {
+                what: tarball.url.clone(),
+            });
             crate::host::run_checked(
                 Command::new("curl")
                     .args(["-fsSL", "-o"])

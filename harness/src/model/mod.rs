@@ -127,12 +127,46 @@ pub struct Prediction {
 
 /// A deliberately wrong rule, to show that exploration finds and shrinks
 /// the divergence it causes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mutation {
     /// Non-cumulative patches skip the version check (R3 broken).
     NoncumulativeUnchecked,
     /// A disabled top patch leaves its feature version in force (R5 broken).
     DisableKeepsVersion,
+}
+
+impl Mutation {
+    /// Every mutation, with the name `explore --mutate` takes.
+    pub const ALL: &[(Mutation, &str)] = &[
+        (Mutation::NoncumulativeUnchecked, "noncumulative-unchecked"),
+        (Mutation::DisableKeepsVersion, "disable-keeps-version"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(mutation, _)| *mutation == self)
+            .map(|(_, name)| *name)
+            .expect("every mutation is in ALL")
+    }
+}
+
+impl std::str::FromStr for Mutation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .find(|(_, name)| *name == text)
+            .map(|(mutation, _)| *mutation)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|(_, name)| *name).collect();
+                format!(
+                    "unknown mutation {text:?}; expected one of: {}",
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 /// Why the model cannot follow a step.

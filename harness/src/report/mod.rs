@@ -5,11 +5,32 @@ use crate::scenario::{Outcome, Verdict};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Table,
     Json,
     Markdown,
+}
+
+impl Format {
+    /// Every format, with the name `--format` takes.
+    pub const ALL: &[(Format, &str)] = &[
+        (Format::Table, "table"),
+        (Format::Json, "json"),
+        (Format::Markdown, "markdown"),
+    ];
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .find(|(_, name)| *name == text)
+            .map(|(format, _)| *format)
+            .ok_or_else(|| format!("unknown format {text:?}"))
+    }
 }
 
 pub fn render(format: Format, verdicts: &[Verdict], rules: &BTreeMap<String, String>) -> String {

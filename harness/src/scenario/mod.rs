@@ -382,18 +382,14 @@ pub fn shell(
         &mut trace,
     );
     std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;
-    if let Err(err) = &result {
-        eprintln!("klp-harness: {err:#}\nThe guest stays up as the failing step left it.");
-    }
-    eprintln!(
-        "klp-harness: {} on {}, {} of {} steps run; serial console follows \
-         (Ctrl-] leaves; logs in {})",
-        scenario.name,
-        spec.name,
-        steps.len(),
-        scenario.steps.len(),
-        verdict.artifacts.display()
-    );
+    crate::event::emit(crate::event::Event::ShellReady {
+        scenario: scenario.name.clone(),
+        kernel: spec.name.clone(),
+        steps_run: steps.len(),
+        steps: scenario.steps.len(),
+        failure: result.err().map(|err| format!("{err:#}")),
+        logs: verdict.artifacts.clone(),
+    });
     vm::interact(&mut guest.vm)
 }
 

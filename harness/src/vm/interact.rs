@@ -66,7 +66,7 @@ pub fn interact(vm: &mut Vm) -> Result<()> {
     }
     vm.kill();
     let _ = printer.join();
-    eprintln!("\nklp-harness: guest stopped");
+    crate::event::emit(crate::event::Event::GuestStopped);
     Ok(())
 }
 

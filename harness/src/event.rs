@@ -1,0 +1,93 @@
+//! What the library reports while it works. The library never prints: it
+//! emits events, and whoever drives it renders them (`ui` for the
+//! terminal). Without a subscriber, events are dropped.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Host packages being installed with apt-get (as root).
+    InstallingPackages {
+        packages: Vec<String>,
+    },
+    /// A private apt configuration refreshing its package lists.
+    UpdatingAptLists {
+        dir: PathBuf,
+    },
+    /// Packages or a tarball being downloaded.
+    Downloading {
+        what: String,
+    },
+    /// A source archive being unpacked.
+    Unpacking {
+        archive: PathBuf,
+    },
+    /// What "latest" resolved to, written to a kernel's lock file.
+    Pinned {
+        what: String,
+        lock: PathBuf,
+    },
+    /// A kernel build from source started, printed a line, or ended.
+    KernelBuildStarted {
+        kernel: String,
+    },
+    KernelBuildOutput {
+        kernel: String,
+        line: String,
+    },
+    KernelBuildFinished {
+        kernel: String,
+    },
+    /// A saved guest state did not start; the guest boots instead.
+    SavedStateDropped {
+        why: String,
+    },
+    /// `shell`: the steps ran (or one failed) and the console is handed over.
+    ShellReady {
+        scenario: String,
+        kernel: String,
+        steps_run: usize,
+        steps: usize,
+        failure: Option<String>,
+        logs: PathBuf,
+    },
+    /// An interactive guest stopped.
+    GuestStopped,
+    /// `explore`: a run began, a sequence ended, or one diverged.
+    ExploreStarted {
+        kernel: String,
+        runs: usize,
+    },
+    ExploreProgress {
+        kernel: String,
+        done: usize,
+        runs: usize,
+        steps: usize,
+        boots: usize,
+        elapsed: Duration,
+    },
+    ExploreDiverged {
+        sequence: String,
+        failure: String,
+    },
+    ExploreFinished {
+        kernel: String,
+    },
+}
+
+type Sink = Box<dyn Fn(&Event) + Send + Sync>;
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Route every event of this process to `sink`; only the first call counts.
+pub fn subscribe(sink: impl Fn(&Event) + Send + Sync + 'static) {
+    let _ = SINK.set(Box::new(sink));
+}
+
+pub fn emit(event: Event) {
+    if let Some(sink) = SINK.get() {
+        sink(&event);
+    }
+}

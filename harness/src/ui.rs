@@ -1,0 +1,149 @@
+//! Rendering events on the terminal: progress bars where stderr is a
+//! terminal, plain lines elsewhere (CI logs).
+
+use crate::event::{self, Event};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Render every event of this process on stderr.
+pub fn subscribe() {
+    let terminal = Terminal::default();
+    event::subscribe(move |event| terminal.render(event));
+}
+
+#[derive(Default)]
+struct Terminal {
+    /// One bar per kernel being built, and one per exploration.
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Terminal {
+    fn render(&self, event: &Event) {
+        match event {
+            Event::InstallingPackages { packages } => {
+                self.line(&format!("installing host packages: {}", packages.join(" ")))
+            }
+            Event::UpdatingAptLists { dir } => self.line(&format!(
+                "updating the private apt lists in {}",
+                dir.display()
+            )),
+            Event::Downloading { what } => self.line(&format!("downloading {what}")),
+            Event::Unpacking { archive } => self.line(&format!("unpacking {}", archive.display())),
+            Event::Pinned { what, lock } => {
+                self.line(&format!("pinned {what} in {}", lock.display()))
+            }
+            Event::KernelBuildStarted { kernel } => {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} building kernel {prefix} [{elapsed}] {wide_msg}",
+                    )
+                    .expect("valid template"),
+                );
+                bar.set_prefix(kernel.clone());
+                bar.enable_steady_tick(Duration::from_millis(200));
+                if bar.is_hidden() {
+                    self.line(&format!("building kernel {kernel}"));
+                }
+                self.bars.lock().unwrap().insert(build_key(kernel), bar);
+            }
+            Event::KernelBuildOutput { kernel, line } => {
+                if let Some(bar) = self.bars.lock().unwrap().get(&build_key(kernel)) {
+                    bar.set_message(line.trim().to_string());
+                }
+            }
+            Event::KernelBuildFinished { kernel } => {
+                if let Some(bar) = self.bars.lock().unwrap().remove(&build_key(kernel)) {
+                    bar.finish_and_clear();
+                }
+            }
+            Event::SavedStateDropped { why } => self.line(why),
+            Event::ShellReady {
+                scenario,
+                kernel,
+                steps_run,
+                steps,
+                failure,
+                logs,
+            } => {
+                if let Some(failure) = failure {
+                    self.line(&format!(
+                        "{failure}\nThe guest stays up as the failing step left it."
+                    ));
+                }
+                self.line(&format!(
+                    "{scenario} on {kernel}, {steps_run} of {steps} steps run; serial console \
+                     follows (Ctrl-] leaves; logs in {})",
+                    logs.display()
+                ));
+            }
+            Event::GuestStopped => eprintln!("\nklp-harness: guest stopped"),
+            Event::ExploreStarted { kernel, runs } => {
+                let bar = ProgressBar::new(*runs as u64);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{elapsed_precise} [{bar:30}] {pos}/{len} sequences on {prefix}: {msg}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(kernel.clone());
+                self.bars.lock().unwrap().insert(explore_key(kernel), bar);
+            }
+            Event::ExploreProgress {
+                kernel,
+                done,
+                runs,
+                steps,
+                boots,
+                elapsed,
+            } => {
+                let status = format!("{steps} steps, {boots} boots, 0 divergences");
+                let bars = self.bars.lock().unwrap();
+                let Some(bar) = bars.get(&explore_key(kernel)) else {
+                    return;
+                };
+                // Without a terminal (CI logs) the bar is hidden: a line every 10.
+                if bar.is_hidden() && done % 10 == 0 {
+                    eprintln!(
+                        "explore {kernel}: {done}/{runs} sequences, {status}, {:.0} s",
+                        elapsed.as_secs_f64()
+                    );
+                }
+                bar.set_message(status);
+                bar.set_position(*done as u64);
+            }
+            Event::ExploreDiverged { sequence, failure } => {
+                self.line_raw(&format!("{sequence} diverged; shrinking it:\n{failure}"))
+            }
+            Event::ExploreFinished { kernel } => {
+                if let Some(bar) = self.bars.lock().unwrap().remove(&explore_key(kernel)) {
+                    bar.finish_and_clear();
+                }
+            }
+        }
+    }
+
+    /// A `klp-harness:` line, printed above any progress bar.
+    fn line(&self, text: &str) {
+        self.line_raw(&format!("klp-harness: {text}"));
+    }
+
+    fn line_raw(&self, text: &str) {
+        let bars = self.bars.lock().unwrap();
+        match bars.values().next() {
+            Some(bar) => bar.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+}
+
+fn build_key(kernel: &str) -> String {
+    format!("build {kernel}")
+}
+
+fn explore_key(kernel: &str) -> String {
+    format!("explore {kernel}")
+}
