@@ -3,6 +3,15 @@
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
+/// A path as messages show it: relative to the current directory when it
+/// lies inside it, so that output does not depend on where a checkout is.
+pub fn shown_path(path: &Path) -> String {
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    relative.as_deref().unwrap_or(path).display().to_string()
+}
+
 #[derive(Clone, Debug)]
 pub struct Project {
     root: PathBuf,

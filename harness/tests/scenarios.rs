@@ -80,7 +80,7 @@ fn scenario_trial(project: &Project, loaded: &Scenario, spec: &KernelSpec) -> Tr
         let verdict = scenario::execute(&project, &Cache::from_env()?, &loaded, &spec);
         match verdict.outcome {
             Outcome::Pass => Ok(()),
-            Outcome::Fail(why) => Err(why.into()),
+            Outcome::Fail(why) => Err(why.to_string().into()),
             Outcome::NotApplicable(why) => {
                 Err(format!("not applicable, yet selected: {why}").into())
             }
@@ -108,8 +108,29 @@ fn wrong_expectation_trial(project: &Project, spec: &KernelSpec) -> anyhow::Resu
             };
             let wanted = "wrong-expectation.yaml:11:5: step 2 `load klp_cumul_v1`: \
                       target status: expected \"original\", found \"klp_cumul_v1 f1=v1\"";
-            if !why.contains(wanted) {
+            if !why.to_string().contains(wanted) {
                 return Err(format!("failure message lacks {wanted:?}:\n{why}").into());
+            }
+            // The same, as fields for tools.
+            let step = why.step.as_ref().ok_or("the failure names no step")?;
+            let fields = (
+                step.label.as_str(),
+                step.action.as_str(),
+                step.position.line,
+                step.position.column,
+                why.expected.as_deref(),
+                why.found.as_deref(),
+            );
+            let wanted = (
+                "2",
+                "load klp_cumul_v1",
+                11,
+                5,
+                Some("original"),
+                Some("klp_cumul_v1 f1=v1"),
+            );
+            if fields != wanted {
+                return Err(format!("failure fields {fields:?}, expected {wanted:?}").into());
             }
             Ok(())
         },
@@ -131,7 +152,7 @@ fn must_fail_trial(
         let Outcome::Fail(why) = verdict.outcome else {
             return Err(format!("expected a failure, got {:?}", verdict.outcome).into());
         };
-        if !why.contains(wanted) {
+        if !why.to_string().contains(wanted) {
             return Err(format!("failure message lacks {wanted:?}:\n{why}").into());
         }
         let console = std::fs::read_to_string(verdict.artifacts.join("console.log"))?;

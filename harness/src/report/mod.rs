@@ -1,7 +1,7 @@
 //! verdicts ──> terminal table, JSON for tools, or a Markdown kernel ×
 //! scenario table for README.md.
 
-use crate::scenario::{Outcome, Verdict};
+use crate::scenario::{Failure, Outcome, Verdict};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -47,8 +47,10 @@ struct JsonVerdict<'a> {
     kernel: &'a str,
     /// pass, fail or n/a.
     result: &'static str,
-    /// Why it failed or does not apply.
+    /// Why it does not apply.
     reason: Option<&'a str>,
+    /// Why it failed.
+    failure: Option<JsonFailure<'a>>,
     seconds: f64,
     accel: Option<&'static str>,
     ready_seconds: Option<f64>,
@@ -58,20 +60,60 @@ struct JsonVerdict<'a> {
     artifacts: String,
 }
 
+#[derive(Serialize)]
+struct JsonFailure<'a> {
+    /// The step that failed, if one did.
+    step: Option<JsonStep<'a>>,
+    message: &'a str,
+    expected: Option<&'a str>,
+    found: Option<&'a str>,
+    logs: String,
+    rerun: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonStep<'a> {
+    label: &'a str,
+    action: &'a str,
+    file: String,
+    line: u64,
+    column: u64,
+}
+
+impl<'a> JsonFailure<'a> {
+    fn of(failure: &'a Failure) -> Self {
+        JsonFailure {
+            step: failure.step.as_ref().map(|step| JsonStep {
+                label: &step.label,
+                action: &step.action,
+                file: step.position.file.display().to_string(),
+                line: step.position.line,
+                column: step.position.column,
+            }),
+            message: &failure.message,
+            expected: failure.expected.as_deref(),
+            found: failure.found.as_deref(),
+            logs: failure.logs.display().to_string(),
+            rerun: &failure.rerun,
+        }
+    }
+}
+
 fn json(verdicts: &[Verdict]) -> String {
     let rows: Vec<JsonVerdict> = verdicts
         .iter()
         .map(|v| {
-            let (result, reason) = match &v.outcome {
-                Outcome::Pass => ("pass", None),
-                Outcome::Fail(why) => ("fail", Some(why.as_str())),
-                Outcome::NotApplicable(why) => ("n/a", Some(why.as_str())),
+            let (result, reason, failure) = match &v.outcome {
+                Outcome::Pass => ("pass", None, None),
+                Outcome::Fail(failure) => ("fail", None, Some(JsonFailure::of(failure))),
+                Outcome::NotApplicable(why) => ("n/a", Some(why.as_str()), None),
             };
             JsonVerdict {
                 scenario: &v.scenario,
                 kernel: &v.kernel,
                 result,
                 reason,
+                failure,
                 seconds: v.duration.as_secs_f64(),
                 accel: v.accel,
                 ready_seconds: v.boot.map(|b| b.ready.as_secs_f64()),
@@ -134,7 +176,9 @@ pub fn repro_table(verdicts: &[Verdict]) -> String {
         .map(|v| {
             let detail = match &v.outcome {
                 Outcome::Pass => String::new(),
-                Outcome::Fail(why) => why.lines().next().unwrap_or("").to_string(),
+                Outcome::Fail(failure) => {
+                    failure.to_string().lines().next().unwrap_or("").to_string()
+                }
                 Outcome::NotApplicable(why) => why.clone(),
             };
             let result = match v.outcome {
@@ -274,6 +318,17 @@ mod tests {
         }
     }
 
+    fn failure(message: &str) -> Outcome {
+        Outcome::Fail(Failure {
+            step: None,
+            message: message.into(),
+            expected: None,
+            found: None,
+            logs: "logs".into(),
+            rerun: "rerun".into(),
+        })
+    }
+
     #[test]
     fn markdown_has_a_cell_for_every_kernel() {
         let mut other = verdict(Outcome::NotApplicable(
@@ -289,9 +344,7 @@ mod tests {
 
     #[test]
     fn repro_table_names_versions_and_first_failure_line() {
-        let mut old = verdict(Outcome::Fail(
-            "s.yaml:4:5: step 2: expected 1, found 0\nmore".into(),
-        ));
+        let mut old = verdict(failure("s.yaml:4:5: step 2: expected 1, found 0\nmore"));
         old.kernel = "src-5.10".into();
         old.kernel_version = Some("5.10.262".into());
         let table = repro_table(&[old, verdict(Outcome::Pass)]);
@@ -306,16 +359,21 @@ mod tests {
 
     #[test]
     fn json_names_result_and_reason() {
+        let na = verdict(Outcome::NotApplicable("too old".into()));
         let parsed: serde_json::Value =
-            serde_json::from_str(&json(&[verdict(Outcome::Fail("boom".into()))])).unwrap();
+            serde_json::from_str(&json(&[verdict(failure("boom")), na])).unwrap();
         assert_eq!(parsed[0]["result"], "fail");
-        assert_eq!(parsed[0]["reason"], "boom");
+        assert_eq!(parsed[0]["failure"]["message"], "boom");
+        assert_eq!(parsed[0]["failure"]["rerun"], "rerun");
+        assert_eq!(parsed[0]["reason"], serde_json::Value::Null);
         assert_eq!(parsed[0]["seconds"], 1.5);
+        assert_eq!(parsed[1]["result"], "n/a");
+        assert_eq!(parsed[1]["reason"], "too old");
     }
 
     #[test]
     fn table_counts_every_outcome() {
-        let table = table(&[verdict(Outcome::Pass), verdict(Outcome::Fail("x".into()))]);
+        let table = table(&[verdict(Outcome::Pass), verdict(failure("x"))]);
         let fail_row = table.lines().find(|line| line.contains("FAIL")).unwrap();
         assert_eq!(
             fail_row.split_whitespace().collect::<Vec<_>>(),

@@ -6,11 +6,12 @@ use super::header::EXPECTED_TAINT;
 use super::load::Scenario;
 use super::observe;
 use super::step::{Action, CheckedStep, Kind};
+use super::verdict::{FailedStep, Mismatch, StepError};
 use crate::errno;
 use crate::fixture;
 use crate::guest::Guest;
 use crate::model::Response;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -93,13 +94,13 @@ pub fn run_steps(
             .snapshots
             .join(format!("{:03}-step-{}.txt", order + 1, step.label));
         std::fs::write(&file, snapshot)?;
-        result.map_err(|err| {
-            anyhow!(
-                "{}: step {} `{}`: {err:#}",
-                step.position,
-                step.label,
-                step.action
-            )
+        result.map_err(|error| StepError {
+            step: FailedStep {
+                label: step.label.clone(),
+                action: step.action.to_string(),
+                position: step.position.clone(),
+            },
+            error,
         })?;
     }
     // Boot messages belong to no step; look at the whole console once more.
@@ -180,19 +181,20 @@ fn run_step(
                 );
             }
         }
-        (None, status) => bail!(
-            "expected success, found exit status {status}: {}",
-            result.output.trim()
-        ),
-        (Some(expected), 0) => bail!("expected {expected}, found success"),
+        (None, status) => {
+            let found = format!("exit status {status}: {}", result.output.trim());
+            return Err(Mismatch::new("", "success", found).into());
+        }
+        (Some(expected), 0) => return Err(Mismatch::new("", expected, "success").into()),
         (Some(expected), _) => {
             let found = errno::from_message(&result.output);
             if found != Some(expected.as_str()) {
-                bail!(
-                    "expected {expected}, found {}: {}",
+                let found = format!(
+                    "{}: {}",
                     found.unwrap_or("an unrecognised error"),
                     result.output.trim()
                 );
+                return Err(Mismatch::new("", expected, found).into());
             }
         }
     }
@@ -211,7 +213,9 @@ fn run_step(
     if let Some(expected) = &step.expect.output {
         let found = result.output.trim_end_matches('\n');
         if found != expected.value {
-            bail!("output: expected {:?}, found {found:?}", expected.value);
+            return Err(Mismatch::new("output", &expected.value, found)
+                .quoted()
+                .into());
         }
     }
     // The sysfs snapshot rides along with the kernel log sync.
@@ -273,7 +277,8 @@ fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Resul
     if let Some(expected) = &expect.patches {
         let found = observe::patch_stack(guest)?;
         if found != expected.value {
-            bail!("patches: expected {:?}, found {:?}", expected.value, found);
+            let shown = |stack: &[String]| format!("{stack:?}");
+            return Err(Mismatch::new("patches", shown(&expected.value), shown(&found)).into());
         }
     }
     for (name, expected) in &expect.patch {
@@ -291,10 +296,10 @@ fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Resul
         let found = guest.run(&format!("cat /sys/kernel/klp_target/{file}"))?;
         let found = found.output.trim_end_matches('\n');
         if found != expected.value {
-            bail!(
-                "target {file}: expected {:?}, found {:?}",
-                expected.value,
-                found
+            return Err(
+                Mismatch::new(format!("target {file}"), &expected.value, found)
+                    .quoted()
+                    .into(),
             );
         }
     }
@@ -302,7 +307,7 @@ fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Resul
         let found = guest.run(&format!("cat {}", shell_quote(path)))?;
         let found = found.output.trim_end_matches('\n');
         if found != expected.value {
-            bail!("{path}: expected {:?}, found {:?}", expected.value, found);
+            return Err(Mismatch::new(path, &expected.value, found).quoted().into());
         }
     }
     for (id, expected) in &expect.features {
@@ -424,7 +429,9 @@ fn compare(
     match (want, have) {
         (None, _) => Ok(()),
         (Some(want), Some(have)) if want == have => Ok(()),
-        (Some(want), Some(have)) => bail!("{subject}: {attribute}: expected {want}, found {have}"),
+        (Some(want), Some(have)) => {
+            Err(Mismatch::new(format!("{subject}: {attribute}"), want, have).into())
+        }
         (Some(want), None) => {
             bail!("{subject}: {attribute}: expected {want}, but there is no such attribute")
         }

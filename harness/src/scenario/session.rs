@@ -1,0 +1,253 @@
+//! One scenario on one kernel: build what it needs, start the guest, run
+//! the steps and judge; or hand the guest to a person (`shell`).
+
+use super::artifacts::{self, rerun_command};
+use super::load::Scenario;
+use super::run;
+use super::verdict::{applicability, Failure, Outcome, Verdict};
+use crate::cache::Cache;
+use crate::guest::{snapshot, Guest};
+use crate::kernel::KernelSpec;
+use crate::project::Project;
+use crate::vm::VmConfig;
+use crate::{fixture, host, image, kernel, vm};
+use anyhow::{bail, Context, Result};
+use std::time::{Duration, Instant};
+
+/// Bounds on waiting for the guest, from the environment or defaults
+/// generous enough for TCG on a loaded two-core machine.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub boot: Duration,
+    pub command: Duration,
+    pub transition: Duration,
+}
+
+impl Timeouts {
+    pub fn from_env() -> Self {
+        let seconds = |var: &str, default: u64| {
+            Duration::from_secs(
+                std::env::var(var)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(default),
+            )
+        };
+        Self {
+            boot: seconds("KLP_HARNESS_BOOT_TIMEOUT", 120),
+            command: seconds("KLP_HARNESS_COMMAND_TIMEOUT", 60),
+            transition: seconds("KLP_HARNESS_TRANSITION_TIMEOUT", 15),
+        }
+    }
+}
+
+/// Build what the scenario needs, boot, run the steps, and judge.
+pub fn execute(
+    project: &Project,
+    cache: &Cache,
+    scenario: &Scenario,
+    spec: &KernelSpec,
+) -> Verdict {
+    let started = Instant::now();
+    let mut verdict = Verdict::new(project, scenario, spec);
+    let artifacts = verdict.artifacts.clone();
+    if let Some(reason) = applicability(scenario, spec, spec.version_hint().as_deref()) {
+        verdict.outcome = Outcome::NotApplicable(reason);
+        return verdict;
+    }
+    if let Err(err) = execute_inner(project, cache, scenario, spec, &mut verdict) {
+        verdict.outcome = Outcome::Fail(Failure::from_error(
+            &err,
+            artifacts,
+            rerun_command(project, scenario, &spec.name),
+        ));
+    }
+    verdict.duration = started.elapsed();
+    verdict
+}
+
+fn execute_inner(
+    project: &Project,
+    cache: &Cache,
+    scenario: &Scenario,
+    spec: &KernelSpec,
+    verdict: &mut Verdict,
+) -> Result<()> {
+    let Some(mut guest) = boot(project, cache, scenario, spec, verdict, false)? else {
+        return Ok(());
+    };
+    let mut trace = String::new();
+    let result = run::run_steps(
+        &mut guest,
+        scenario,
+        &scenario.steps,
+        run::Settings::new(&verdict.artifacts).follow(
+            scenario,
+            verdict.kernel_version.as_deref().unwrap_or_default(),
+        )?,
+        &mut trace,
+    );
+    std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;
+    let started = guest.vm.started;
+    let stopped = match result {
+        Ok(()) => guest.shutdown(),
+        Err(err) => {
+            guest.vm.kill();
+            Err(err)
+        }
+    };
+    verdict.guest_time = Some(started.elapsed());
+    stopped
+}
+
+/// Boot the guest a scenario would run in, without running its steps
+/// (for the benchmark).
+pub fn boot_guest(
+    project: &Project,
+    cache: &Cache,
+    scenario: &Scenario,
+    spec: &KernelSpec,
+) -> Result<Guest> {
+    let mut verdict = Verdict::new(project, scenario, spec);
+    match boot(project, cache, scenario, spec, &mut verdict, false)? {
+        Some(guest) => Ok(guest),
+        None => bail!(
+            "{} does not apply to {}: {:?}",
+            scenario.name,
+            spec.name,
+            verdict.outcome
+        ),
+    }
+}
+
+/// Build what the scenario needs and boot the guest; None (with the
+/// verdict set) when the scenario does not apply to the kernel.
+fn boot(
+    project: &Project,
+    cache: &Cache,
+    scenario: &Scenario,
+    spec: &KernelSpec,
+    verdict: &mut Verdict,
+    interactive: bool,
+) -> Result<Option<Guest>> {
+    host::ensure(host::SCENARIO_TOOLS, &cache.root().join("locks"))?;
+    let kernel = kernel::prepare(spec, cache)?;
+    verdict.kernel_version = Some(kernel.version.clone());
+    if let Some(reason) = applicability(scenario, spec, Some(&kernel.version)) {
+        verdict.outcome = Outcome::NotApplicable(reason);
+        return Ok(None);
+    }
+    let (support, built) = fixture::build_all(project, &scenario.fixtures, &kernel, cache)?;
+    let mut boot_modules = kernel.boot_modules.clone();
+    boot_modules.push(support.ko.clone());
+    // Fixtures are copied in once the guest is up, so that every scenario
+    // on a kernel boots the same image and can start from its saved state.
+    let initramfs = image::build(
+        cache,
+        std::path::Path::new(host::BUSYBOX_STATIC),
+        crate::guest::INIT_SCRIPT,
+        &boot_modules,
+        &[],
+    )?;
+
+    if verdict.artifacts.exists() {
+        std::fs::remove_dir_all(&verdict.artifacts).ok();
+    }
+    std::fs::create_dir_all(&verdict.artifacts)
+        .with_context(|| format!("cannot create {}", verdict.artifacts.display()))?;
+    artifacts::write_sources(
+        project,
+        &scenario.fixtures,
+        kernel.source.as_deref(),
+        &verdict.artifacts.join("fixtures"),
+    )?;
+    std::fs::write(
+        verdict.artifacts.join("rerun.sh"),
+        artifacts::rerun_script(project, scenario, &spec.name),
+    )?;
+    let timeouts = Timeouts::from_env();
+    let accel = vm::choose_accel(&kernel.bzimage, &cache.root().join("probe"));
+    verdict.accel = Some(accel.name());
+    let config = VmConfig {
+        bzimage: kernel.bzimage.clone(),
+        initramfs,
+        log_dir: verdict.artifacts.clone(),
+        memory_mb: 512,
+        cpus: 2,
+        accel,
+        interactive,
+        incoming: None,
+        earlier_console: None,
+    };
+    let limits = snapshot::StartLimits {
+        boot: timeouts.boot,
+        command: timeouts.command,
+    };
+    let mut guest = if interactive || scenario.fresh_boot || !snapshot::enabled() {
+        snapshot::boot(&config, limits)?
+    } else {
+        snapshot::start(cache, &config, limits)?
+    };
+    verdict.boot = Some(guest.boot);
+    for fixture in &built {
+        let ko = std::fs::read(&fixture.ko)
+            .with_context(|| format!("cannot read {}", fixture.ko.display()))?;
+        guest.push_file(&format!("/klp/{}.ko", fixture.name), &ko)?;
+    }
+    Ok(Some(guest))
+}
+
+/// Boot the scenario's guest, run its steps up to and including `until`
+/// (a step number as the trace shows it; all steps when None), then hand
+/// the serial console to the user until they leave.
+pub fn shell(
+    project: &Project,
+    cache: &Cache,
+    scenario: &Scenario,
+    spec: &KernelSpec,
+    until: Option<&str>,
+) -> Result<()> {
+    let steps = match until {
+        None => &scenario.steps[..],
+        Some("0") => &[],
+        Some(label) => {
+            let Some(last) = scenario.steps.iter().position(|s| s.label == label) else {
+                let labels: Vec<&str> = scenario.steps.iter().map(|s| s.label.as_str()).collect();
+                bail!(
+                    "{} has no step {label}; expected 0 or one of: {}",
+                    scenario.file.display(),
+                    labels.join(", ")
+                );
+            };
+            &scenario.steps[..=last]
+        }
+    };
+    let mut verdict = Verdict::new(project, scenario, spec);
+    let Some(mut guest) = boot(project, cache, scenario, spec, &mut verdict, true)? else {
+        if let Outcome::NotApplicable(why) = verdict.outcome {
+            bail!("{} does not apply to {}: {why}", scenario.name, spec.name);
+        }
+        return Ok(());
+    };
+    let mut trace = String::new();
+    let result = run::run_steps(
+        &mut guest,
+        scenario,
+        steps,
+        run::Settings::new(&verdict.artifacts).follow(
+            scenario,
+            verdict.kernel_version.as_deref().unwrap_or_default(),
+        )?,
+        &mut trace,
+    );
+    std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;
+    crate::event::emit(crate::event::Event::ShellReady {
+        scenario: scenario.name.clone(),
+        kernel: spec.name.clone(),
+        steps_run: steps.len(),
+        steps: scenario.steps.len(),
+        failure: result.err().map(|err| format!("{err:#}")),
+        logs: verdict.artifacts.clone(),
+    });
+    vm::interact(&mut guest.vm)
+}

@@ -1,0 +1,275 @@
+//! What a scenario run on one kernel comes to, and why: a failure names
+//! the step, its position, what was expected and what was found.
+
+use super::load::Scenario;
+use crate::guest::BootTimes;
+use crate::kernel::{features, KernelSpec};
+use crate::project::Project;
+use crate::yaml::Position;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Pass,
+    Fail(Failure),
+    NotApplicable(String),
+}
+
+/// Why a scenario failed on a kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    /// The step that failed; None when the failure came before or after
+    /// the steps (building, booting, the final taint check).
+    pub step: Option<FailedStep>,
+    /// What was wrong, without the step's position.
+    pub message: String,
+    /// The expected and the found value, when the failure is a mismatch.
+    pub expected: Option<String>,
+    pub found: Option<String>,
+    /// Where the run's logs are.
+    pub logs: PathBuf,
+    /// The command that re-runs just this scenario on just this kernel.
+    pub rerun: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailedStep {
+    pub label: String,
+    /// The action as messages show it, e.g. "load klp_cumul_v1".
+    pub action: String,
+    pub position: Position,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(step) = &self.step {
+            write!(
+                f,
+                "{}: step {} `{}`: ",
+                step.position, step.label, step.action
+            )?;
+        }
+        write!(
+            f,
+            "{}\n(logs: {}; re-run: {})",
+            self.message,
+            crate::project::shown_path(&self.logs),
+            self.rerun
+        )
+    }
+}
+
+/// An error raised by one step; `Failure` takes its fields apart.
+#[derive(Debug)]
+pub struct StepError {
+    pub step: FailedStep,
+    pub error: anyhow::Error,
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: step {} `{}`: {:#}",
+            self.step.position, self.step.label, self.step.action, self.error
+        )
+    }
+}
+
+impl std::error::Error for StepError {}
+
+/// An observed value that differs from the expected one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// What was compared, e.g. "target status"; empty for the step's own outcome.
+    pub what: String,
+    pub expected: String,
+    pub found: String,
+    /// Show the values quoted (they are free text).
+    pub quoted: bool,
+}
+
+impl Mismatch {
+    pub fn new(
+        what: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> Self {
+        Self {
+            what: what.into(),
+            expected: expected.into(),
+            found: found.into(),
+            quoted: false,
+        }
+    }
+
+    /// The same, with both values shown quoted.
+    pub fn quoted(mut self) -> Self {
+        self.quoted = true;
+        self
+    }
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.what.is_empty() {
+            write!(f, "{}: ", self.what)?;
+        }
+        if self.quoted {
+            write!(f, "expected {:?}, found {:?}", self.expected, self.found)
+        } else {
+            write!(f, "expected {}, found {}", self.expected, self.found)
+        }
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
+impl Failure {
+    /// The failure an error of a run comes to.
+    pub fn from_error(err: &anyhow::Error, logs: PathBuf, rerun: String) -> Self {
+        let (step, inner) = match err.downcast_ref::<StepError>() {
+            Some(step_error) => (Some(step_error.step.clone()), &step_error.error),
+            None => (None, err),
+        };
+        let mismatch = inner
+            .chain()
+            .find_map(|cause| cause.downcast_ref::<Mismatch>());
+        Failure {
+            step,
+            message: format!("{inner:#}"),
+            expected: mismatch.map(|m| m.expected.clone()),
+            found: mismatch.map(|m| m.found.clone()),
+            logs,
+            rerun,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    pub scenario: String,
+    pub kernel: String,
+    pub outcome: Outcome,
+    pub duration: Duration,
+    pub accel: Option<&'static str>,
+    pub boot: Option<BootTimes>,
+    /// The kernel's upstream version, once known.
+    pub kernel_version: Option<String>,
+    /// From QEMU's start until it exited: the part of `duration` spent in
+    /// the guest.
+    pub guest_time: Option<Duration>,
+    /// Console log, QEMU log and step trace of this run.
+    pub artifacts: PathBuf,
+}
+
+impl Verdict {
+    pub(super) fn new(project: &Project, scenario: &Scenario, spec: &KernelSpec) -> Self {
+        Self {
+            scenario: scenario.name.clone(),
+            kernel: spec.name.clone(),
+            outcome: Outcome::Pass,
+            duration: Duration::ZERO,
+            accel: None,
+            boot: None,
+            kernel_version: spec.version_hint(),
+            guest_time: None,
+            artifacts: artifacts_dir(project, &scenario.name, &spec.name),
+        }
+    }
+}
+
+/// Where the runs' logs go: `$KLP_HARNESS_ARTIFACTS`, else target/klp-harness/runs.
+pub fn artifacts_base(project: &Project) -> PathBuf {
+    std::env::var_os("KLP_HARNESS_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project.root().join("target/klp-harness/runs"))
+}
+
+pub fn artifacts_dir(project: &Project, scenario: &str, kernel: &str) -> PathBuf {
+    artifacts_base(project).join(scenario).join(kernel)
+}
+
+/// Why the scenario does not apply to this kernel (given its upstream
+/// version, when known), or None when it does.
+pub fn applicability(
+    scenario: &Scenario,
+    kernel: &KernelSpec,
+    version: Option<&str>,
+) -> Option<String> {
+    if let Some(kernels) = &scenario.kernels {
+        if !kernels.contains(&kernel.name) {
+            return Some(format!("scenario is limited to {}", kernels.join(", ")));
+        }
+    }
+    if scenario.needs_kernel_source && kernel.is_prebuilt() {
+        return Some("needs the kernel source tree; this kernel is prebuilt".to_string());
+    }
+    let version = features::parse_version(version?).ok()?;
+    let shown = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(".");
+    if let Some(min) = &scenario.requires.min_version {
+        let min_parsed = features::parse_version(min).ok()?;
+        if features::compare(&version, &min_parsed).is_lt() {
+            return Some(format!("kernel {} < {min}", shown(&version)));
+        }
+    }
+    let present = features::attributes_of(&version);
+    scenario
+        .requires
+        .sysfs
+        .iter()
+        .find(|a| !present.contains(&a.as_str()))
+        .map(|attribute| {
+            let since = features::attribute_since(attribute).unwrap_or("?");
+            format!("{attribute}: kernel {} < {since}", shown(&version))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_failure_keeps_its_parts() {
+        let position = Position {
+            file: "s.yaml".into(),
+            line: 11,
+            column: 5,
+        };
+        let inner: anyhow::Error = Mismatch::new("target status", "original", "klp_a f1=v1")
+            .quoted()
+            .into();
+        let err: anyhow::Error = StepError {
+            step: FailedStep {
+                label: "2".into(),
+                action: "load klp_a".into(),
+                position,
+            },
+            error: inner,
+        }
+        .into();
+        let failure = Failure::from_error(&err, "logs/dir".into(), "rerun cmd".into());
+        assert_eq!(failure.expected.as_deref(), Some("original"));
+        assert_eq!(failure.found.as_deref(), Some("klp_a f1=v1"));
+        assert_eq!(
+            failure.message,
+            "target status: expected \"original\", found \"klp_a f1=v1\""
+        );
+        assert_eq!(
+            failure.to_string(),
+            "s.yaml:11:5: step 2 `load klp_a`: target status: expected \"original\", \
+             found \"klp_a f1=v1\"\n(logs: logs/dir; re-run: rerun cmd)"
+        );
+    }
+
+    #[test]
+    fn a_failure_outside_the_steps_has_no_step() {
+        let err = anyhow::anyhow!("kernel build failed");
+        let failure = Failure::from_error(&err, "l".into(), "r".into());
+        assert_eq!(failure.step, None);
+        assert_eq!(failure.expected, None);
+        assert_eq!(failure.message, "kernel build failed");
+    }
+}
