@@ -16,7 +16,7 @@ use crate::guest::Guest;
 use crate::kernel::KernelSpec;
 use crate::project::Project;
 use crate::scenario::{self, Outcome, Scenario};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Context as _, Result};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -51,159 +51,41 @@ const DOZEN_FILES: &str = "cat /sys/kernel/livepatch/klp_cumul_v1/enabled \
 /sys/kernel/klp_features/1/enabled /sys/kernel/klp_features/1/shadow \
 /sys/kernel/klp_target/status /sys/kernel/klp_target/park";
 
+/// The scenarios the measurements start guests of: one started from the
+/// saved state, one that boots.
+struct Guests {
+    saved: Scenario,
+    booted: Scenario,
+}
+
 pub fn run(
     project: &Project,
     cache: &Cache,
     spec: &KernelSpec,
     options: &Options,
 ) -> Result<String> {
-    let scenario = scenario::parse(project, Path::new("bench.yaml"), BENCH_SCENARIO)?;
-    let fresh = format!("fresh_boot: true\n{BENCH_SCENARIO}");
-    let booted = scenario::parse(project, Path::new("bench.yaml"), &fresh)?;
-    let mut rows = Vec::new();
-
-    let mut ready = Vec::new();
-    let mut init = Vec::new();
-    for _ in 0..options.boots.max(1) {
-        let guest = scenario::boot_guest(project, cache, &booted, spec)?;
-        ready.push(guest.boot.ready);
-        init.push(guest.boot.init_uptime);
-        guest.shutdown()?;
-    }
-    let (ready, init) = (median(&mut ready), median(&mut init));
-    rows.push(
-        Row::new("boot: QEMU start -> guest ready (median)", ready)
-            .floor("kernel uptime at /init", init),
-    );
-    // The first start saves the state if no earlier run did.
-    scenario::boot_guest(project, cache, &scenario, spec)?.shutdown()?;
-    let mut restored = Vec::new();
-    let mut with_fixtures = Vec::new();
-    for _ in 0..options.boots.max(1) {
-        let started = Instant::now();
-        let guest = scenario::boot_guest(project, cache, &scenario, spec)?;
-        with_fixtures.push(started.elapsed());
-        if !guest.boot.restored {
-            bail!("the guest did not start from its saved state (KLP_HARNESS_SNAPSHOTS=0?)");
-        }
-        restored.push(guest.boot.ready);
-        guest.shutdown()?;
-    }
-    rows.push(
-        Row::new(
-            "saved state: QEMU start -> guest ready (median)",
-            median(&mut restored),
-        )
-        .floor("kernel uptime at /init", init),
-    );
-    rows.push(
-        Row::new(
-            "saved state: ... -> fixtures copied in (median)",
-            median(&mut with_fixtures),
-        )
-        .floor("booting, guest ready", ready),
-    );
-
-    let mut guest = scenario::boot_guest(project, cache, &scenario, spec)?;
-    let mut noop = time_each(options.round_trips, || guest.run_ok("true").map(drop))?;
-    let mut noop_expect = time_each(options.round_trips.min(20), || {
-        guest.run_with_rexpect_expect("true")
-    })?;
-    guest.run_ok("insmod /klp/klp_target.ko && insmod /klp/klp_cumul_v1.ko")?;
-    guest.run_ok(&crate::scenario::wait_command(
-        "klp_cumul_v1",
-        Duration::from_secs(30),
-    ))?;
-    let mut dozen = time_each(options.round_trips, || guest.run_ok(DOZEN_FILES).map(drop))?;
-    // A load-like step as first built: the action, "is it a livepatch?",
-    // the wait, the log sync and the snapshot, each its own round trip;
-    // against the same work in two.
-    let wait = crate::scenario::wait_command("klp_cumul_v1", Duration::from_secs(30));
-    let lp = "/sys/kernel/livepatch/klp_cumul_v1";
-    let mut separate = time_each(options.round_trips, || {
-        guest.run_ok("true")?;
-        guest.run_ok(&format!("[ -d {lp} ]"))?;
-        guest.run_ok(&wait)?;
-        guest.kernel_log_since_last()?;
-        guest.run_ok(crate::scenario::SNAPSHOT_COMMAND).map(drop)
-    })?;
-    let mut merged = time_each(options.round_trips, || {
-        guest.run_ok(&format!(
-            "true && if [ -d {lp} ]; then {wait} || echo late; fi"
-        ))?;
-        guest
-            .kernel_log_since_last_and(crate::scenario::SNAPSHOT_COMMAND)
-            .map(drop)
-    })?;
-    let artifacts = tempfile::tempdir()?;
-    let mut step = time_each(options.round_trips, || {
-        let mut trace = String::new();
-        scenario::run_steps(
-            &mut guest,
-            &scenario,
-            &scenario.steps,
-            scenario::Settings::new(artifacts.path()),
-            &mut trace,
-        )
-    })?;
-    rows.push(Row::new(
-        "no-op command round trip (median)",
-        median(&mut noop.clone()),
-    ));
-    rows.push(Row::new("no-op command round trip (p95)", p95(&mut noop)));
-    rows.push(Row::new(
-        "no-op round trip, rexpect's expect (median)",
-        median(&mut noop_expect),
-    ));
-    rows.push(Row::new(
-        "read 12 sysfs files (median)",
-        median(&mut dozen.clone()),
-    ));
-    rows.push(Row::new("read 12 sysfs files (p95)", p95(&mut dozen)));
-    rows.push(Row::new(
-        "scenario step `run: true` (median)",
-        median(&mut step.clone()),
-    ));
-    rows.push(Row::new("scenario step `run: true` (p95)", p95(&mut step)));
-    rows.push(Row::new(
-        "load-like step, 5 round trips (median)",
-        median(&mut separate),
-    ));
-    rows.push(Row::new(
-        "load-like step, 2 round trips (median)",
-        median(&mut merged),
-    ));
-
-    let mut detection = Vec::new();
-    guest.run_ok("echo 0 > /sys/kernel/livepatch/klp_cumul_v1/enabled")?;
-    guest.run_ok(&crate::scenario::wait_command(
-        "klp_cumul_v1",
-        Duration::from_secs(30),
-    ))?;
-    guest.run_ok("rmmod klp_cumul_v1")?;
-    guest.kernel_log_since_last()?;
-    for _ in 0..options.transitions.max(1) {
-        detection.push(transition_detection(&mut guest)?);
-    }
-    rows.push(Row::new(
-        "transition end -> seen in guest (median)",
-        median(&mut detection.clone()),
-    ));
-    rows.push(Row::new(
-        "transition end -> seen in guest (max)",
-        *detection.iter().max().unwrap(),
-    ));
+    let guests = Guests {
+        saved: scenario::parse(project, Path::new("bench.yaml"), BENCH_SCENARIO)?,
+        booted: scenario::parse(
+            project,
+            Path::new("bench.yaml"),
+            &format!("fresh_boot: true\n{BENCH_SCENARIO}"),
+        )?,
+    };
+    let context = Context {
+        project,
+        cache,
+        spec,
+        options,
+    };
+    let mut rows = startup(&context, &guests)?;
+    let mut guest = scenario::boot_guest(project, cache, &guests.saved, spec)?;
+    rows.extend(round_trips(&context, &guests.saved, &mut guest)?);
+    rows.extend(transition_sightings(&context, &mut guest)?);
     guest.shutdown()?;
-
     if options.peer {
-        let (script, harness) = peer(project, cache, spec)?;
-        rows.push(Row::new("peer: test-state.sh in the guest", script));
-        rows.push(
-            Row::new("harness: the same flows as a scenario", harness)
-                .floor("test-state.sh", script),
-        );
+        rows.extend(peer_rows(&context)?);
     }
-
     let mut out = table(spec, &rows);
     if options.suite {
         out += &suite("warm", project, cache, spec, options.jobs)?;
@@ -216,6 +98,162 @@ pub fn run(
         out += &suite("cold", project, &cold_cache, spec, options.jobs)?;
     }
     Ok(out)
+}
+
+/// What every section measures with.
+struct Context<'a> {
+    project: &'a Project,
+    cache: &'a Cache,
+    spec: &'a KernelSpec,
+    options: &'a Options,
+}
+
+/// Booting against the kernel's own uptime at /init, and starting from
+/// the saved state (with and without the fixtures copied in).
+fn startup(context: &Context, guests: &Guests) -> Result<Vec<Row>> {
+    let Context {
+        project,
+        cache,
+        spec,
+        options,
+    } = *context;
+    let mut ready = Vec::new();
+    let mut init = Vec::new();
+    for _ in 0..options.boots.max(1) {
+        let guest = scenario::boot_guest(project, cache, &guests.booted, spec)?;
+        ready.push(guest.boot.ready);
+        init.push(guest.boot.init_uptime);
+        guest.shutdown()?;
+    }
+    let (ready, init) = (median(&mut ready), median(&mut init));
+    // The first start saves the state if no earlier run did.
+    scenario::boot_guest(project, cache, &guests.saved, spec)?.shutdown()?;
+    let mut restored = Vec::new();
+    let mut with_fixtures = Vec::new();
+    for _ in 0..options.boots.max(1) {
+        let started = Instant::now();
+        let guest = scenario::boot_guest(project, cache, &guests.saved, spec)?;
+        with_fixtures.push(started.elapsed());
+        if !guest.boot.restored {
+            bail!("the guest did not start from its saved state (KLP_HARNESS_SNAPSHOTS=0?)");
+        }
+        restored.push(guest.boot.ready);
+        guest.shutdown()?;
+    }
+    Ok(vec![
+        Row::new("boot: QEMU start -> guest ready (median)", ready)
+            .floor("kernel uptime at /init", init),
+        Row::new(
+            "saved state: QEMU start -> guest ready (median)",
+            median(&mut restored),
+        )
+        .floor("kernel uptime at /init", init),
+        Row::new(
+            "saved state: ... -> fixtures copied in (median)",
+            median(&mut with_fixtures),
+        )
+        .floor("booting, guest ready", ready),
+    ])
+}
+
+/// Commands, sysfs reads and whole steps, each timed many times; leaves
+/// klp_target and klp_cumul_v1 loaded.
+fn round_trips(context: &Context, bench: &Scenario, guest: &mut Guest) -> Result<Vec<Row>> {
+    let times = context.options.round_trips;
+    let mut noop = time_each(times, || guest.run_ok("true").map(drop))?;
+    let mut noop_expect = time_each(times.min(20), || guest.run_with_rexpect_expect("true"))?;
+    guest.run_ok("insmod /klp/klp_target.ko && insmod /klp/klp_cumul_v1.ko")?;
+    let wait = crate::scenario::wait_command("klp_cumul_v1", Duration::from_secs(30));
+    guest.run_ok(&wait)?;
+    let mut dozen = time_each(times, || guest.run_ok(DOZEN_FILES).map(drop))?;
+    // A load-like step as first built: the action, "is it a livepatch?",
+    // the wait, the log sync and the snapshot, each its own round trip;
+    // against the same work in two.
+    let lp = "/sys/kernel/livepatch/klp_cumul_v1";
+    let mut separate = time_each(times, || {
+        guest.run_ok("true")?;
+        guest.run_ok(&format!("[ -d {lp} ]"))?;
+        guest.run_ok(&wait)?;
+        guest.kernel_log_since_last()?;
+        guest.run_ok(crate::scenario::SNAPSHOT_COMMAND).map(drop)
+    })?;
+    let mut merged = time_each(times, || {
+        guest.run_ok(&format!(
+            "true && if [ -d {lp} ]; then {wait} || echo late; fi"
+        ))?;
+        guest
+            .kernel_log_since_last_and(crate::scenario::SNAPSHOT_COMMAND)
+            .map(drop)
+    })?;
+    let artifacts = tempfile::tempdir()?;
+    let mut step = time_each(times, || {
+        let mut trace = String::new();
+        scenario::run_steps(
+            guest,
+            bench,
+            &bench.steps,
+            scenario::Settings::new(artifacts.path()),
+            &mut trace,
+        )
+    })?;
+    Ok(vec![
+        Row::new(
+            "no-op command round trip (median)",
+            median(&mut noop.clone()),
+        ),
+        Row::new("no-op command round trip (p95)", p95(&mut noop)),
+        Row::new(
+            "no-op round trip, rexpect's expect (median)",
+            median(&mut noop_expect),
+        ),
+        Row::new("read 12 sysfs files (median)", median(&mut dozen.clone())),
+        Row::new("read 12 sysfs files (p95)", p95(&mut dozen)),
+        Row::new(
+            "scenario step `run: true` (median)",
+            median(&mut step.clone()),
+        ),
+        Row::new("scenario step `run: true` (p95)", p95(&mut step)),
+        Row::new(
+            "load-like step, 5 round trips (median)",
+            median(&mut separate),
+        ),
+        Row::new(
+            "load-like step, 2 round trips (median)",
+            median(&mut merged),
+        ),
+    ])
+}
+
+/// How soon the guest-side wait sees a transition's end; starts from
+/// klp_cumul_v1 loaded, as `round_trips` leaves it.
+fn transition_sightings(context: &Context, guest: &mut Guest) -> Result<Vec<Row>> {
+    guest.run_ok("echo 0 > /sys/kernel/livepatch/klp_cumul_v1/enabled")?;
+    guest.run_ok(&crate::scenario::wait_command(
+        "klp_cumul_v1",
+        Duration::from_secs(30),
+    ))?;
+    guest.run_ok("rmmod klp_cumul_v1")?;
+    guest.kernel_log_since_last()?;
+    let mut detection = Vec::new();
+    for _ in 0..context.options.transitions.max(1) {
+        detection.push(transition_detection(guest)?);
+    }
+    let worst = *detection.iter().max().expect("at least one transition");
+    Ok(vec![
+        Row::new(
+            "transition end -> seen in guest (median)",
+            median(&mut detection),
+        ),
+        Row::new("transition end -> seen in guest (max)", worst),
+    ])
+}
+
+fn peer_rows(context: &Context) -> Result<Vec<Row>> {
+    let (script, harness) = peer(context.project, context.cache, context.spec)?;
+    Ok(vec![
+        Row::new("peer: test-state.sh in the guest", script),
+        Row::new("harness: the same flows as a scenario", harness).floor("test-state.sh", script),
+    ])
 }
 
 /// Load klp_cumul_v1 without waiting and wait in the guest; when the
