@@ -2,24 +2,12 @@
 //! fixtures/klp_features/): feature data taken over or allocated in
 //! pre_patch, published in post_patch, withdrawn and freed in post_unpatch.
 
-use super::core::Model;
+use super::state::{Feature, Model};
 use super::{Mutation, Unsupported};
 
 /// The fixture library's table can hold this many owners per feature
 /// (KLP_FEATURES_DEPTH in klp_features.c); pushes beyond it are dropped.
 const FEATURE_DEPTH: usize = 8;
-
-/// One row of /sys/kernel/klp_features.
-#[derive(Clone, Debug, Default)]
-pub(super) struct Feature {
-    pub name: String,
-    pub allocations: u32,
-    pub enabled: bool,
-    /// Whether its shadow variable exists on init_task.
-    pub shadow: bool,
-    /// (owner, version), bottom first; the top one is in force.
-    pub owners: Vec<(String, u32)>,
-}
 
 impl Model {
     /// The fixture's pre_patch: take each feature's data over from the

@@ -9,14 +9,15 @@
 //! `fixtures/*.yaml` generate and the busy target; nothing else.
 
 mod callbacks;
-mod core;
+mod operations;
 pub mod snapshot;
+mod state;
 mod transitions;
 
 use crate::fixture::spec::{LivepatchSpec, FUNCTIONS};
 use std::collections::BTreeMap;
 
-pub use self::core::Model;
+pub use state::Model;
 
 pub use crate::fixture::target::{BUSY_FUNCTION, STATUS_FUNCTION};
 

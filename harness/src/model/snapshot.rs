@@ -2,8 +2,8 @@
 //! snapshot (`grep -r .` over the livepatch, feature and target
 //! directories: one `path:value` line per file).
 
-use super::core::Patch;
-use super::transitions::Target;
+use super::state::Patch;
+use super::state::Target;
 use super::{Model, STATUS_FUNCTION};
 use std::collections::BTreeMap;
 

@@ -1,29 +1,8 @@
 //! Transitions: what holds one open (the parked busy thread), how one
 //! completes, reverses or is forced, and what it leaves pinned.
 
-use super::core::{Model, Patch};
+use super::state::{Impl, Model, Patch, Target, Transition};
 use super::{Response, BUSY_FUNCTION};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Target {
-    Patched,
-    Unpatched,
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct Transition {
-    pub module: String,
-    pub target: Target,
-    /// Held open by the parked thread; otherwise it ends at the next try.
-    pub blocked: bool,
-}
-
-/// A copy of a function: the original or one patch instance's replacement.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Impl {
-    Original,
-    Patch(u64),
-}
 
 impl Model {
     pub(super) fn wait(&mut self, module: &str) -> Response {

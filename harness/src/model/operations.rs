@@ -1,113 +1,11 @@
-//! The model's state, its queries, and how each operation changes it.
+//! How each operation changes the model: load, disable, unload, the
+//! writes to `enabled`, and the step that predicts them.
 
-use super::callbacks::Feature;
-use super::transitions::{Impl, Target, Transition};
-use super::{Defs, Mutation, Op, PatchDef, Prediction, Response, Unsupported};
+use super::state::{Model, Patch, Target};
+use super::{Mutation, Op, PatchDef, Prediction, Response, Unsupported};
 use crate::fixture::target;
-use std::collections::{BTreeMap, BTreeSet};
-
-#[derive(Clone, Debug)]
-pub struct Model {
-    pub(super) defs: Defs,
-    /// Livepatch sysfs attributes this kernel has (kernel::features).
-    pub(super) attributes: Vec<&'static str>,
-    /// Loaded modules, in load order.
-    pub(super) loaded: Vec<String>,
-    /// Modules whose reference a forced transition kept (never removable).
-    pub(super) pinned: BTreeSet<String>,
-    /// klp_patches, in list order: the bottom of the stack first.
-    pub(super) patches: Vec<Patch>,
-    pub(super) transition: Option<Transition>,
-    /// Where klp_target's busy thread sleeps, if parked.
-    pub(super) parked: Option<Impl>,
-    pub(super) features: BTreeMap<u64, Feature>,
-    /// Feature data blocks allocated and not yet freed.
-    pub(super) live_data: BTreeSet<u64>,
-    next_instance: u64,
-    pub(super) next_data: u64,
-    pub(super) mutation: Option<Mutation>,
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct Patch {
-    pub module: String,
-    /// Tells apart two loads of the same module.
-    pub instance: u64,
-    pub enabled: bool,
-    pub forced: bool,
-    /// Each feature's klp_state data: None until allocated or after freed.
-    pub data: BTreeMap<u64, Option<u64>>,
-}
 
 impl Model {
-    /// A freshly booted guest with these fixtures available, on a kernel
-    /// of this version (e.g. [6, 12, 57]).
-    pub fn new(defs: Defs, kernel_version: &[u32]) -> Self {
-        Model {
-            defs,
-            attributes: crate::kernel::features::attributes_of(kernel_version),
-            loaded: Vec::new(),
-            pinned: BTreeSet::new(),
-            patches: Vec::new(),
-            transition: None,
-            parked: None,
-            features: BTreeMap::new(),
-            live_data: BTreeSet::new(),
-            next_instance: 1,
-            next_data: 1,
-            mutation: None,
-        }
-    }
-
-    pub fn with_mutation(mut self, mutation: Option<Mutation>) -> Self {
-        self.mutation = mutation;
-        self
-    }
-
-    pub fn defs(&self) -> &Defs {
-        &self.defs
-    }
-
-    pub fn is_loaded(&self, module: &str) -> bool {
-        self.loaded.iter().any(|m| m == module)
-    }
-
-    pub fn is_pinned(&self, module: &str) -> bool {
-        self.pinned.contains(module)
-    }
-
-    pub fn target_loaded(&self) -> bool {
-        self.is_loaded(target::MODULE)
-    }
-
-    pub fn is_parked(&self) -> bool {
-        self.parked.is_some()
-    }
-
-    /// Patch names in sysfs, bottom of the stack first.
-    pub fn stack(&self) -> Vec<String> {
-        self.patches.iter().map(|p| p.module.clone()).collect()
-    }
-
-    pub fn enabled(&self, module: &str) -> Option<bool> {
-        self.patch_index(module).map(|i| self.patches[i].enabled)
-    }
-
-    /// The patch in transition, and whether the parked thread holds it.
-    pub fn in_transition(&self) -> Option<(&str, bool)> {
-        self.transition
-            .as_ref()
-            .map(|t| (t.module.as_str(), t.blocked))
-    }
-
-    /// Feature versions in force: id ──> version, or None once withdrawn.
-    pub fn feature_versions(&self) -> BTreeMap<u64, Option<u32>> {
-        self.features
-            .iter()
-            .map(|(id, f)| (*id, f.owners.last().map(|(_, v)| *v)))
-            .collect()
-    }
-
     /// Apply one operation; `wait` is whether the step then waits for the
     /// transition it started (as `load` and `disable` do by default).
     pub fn step(&mut self, op: &Op, wait: bool) -> Result<Prediction, Unsupported> {
@@ -166,19 +64,6 @@ impl Model {
         let settled = self.transition.as_ref().is_none_or(|t| t.blocked);
         Ok(Prediction { outcome, settled })
     }
-
-    pub(super) fn def(&self, module: &str) -> &PatchDef {
-        &self.defs[module]
-    }
-
-    pub(super) fn patch_index(&self, module: &str) -> Option<usize> {
-        self.patches.iter().position(|p| p.module == module)
-    }
-
-    pub(super) fn is_transition(&self, module: &str) -> bool {
-        self.transition.as_ref().is_some_and(|t| t.module == module)
-    }
-
     pub(super) fn load(&mut self, module: &str) -> Result<Response, Unsupported> {
         if self.is_loaded(module) {
             return Ok(Response::Refused("EEXIST"));
@@ -223,7 +108,6 @@ impl Model {
         self.start_transition(index, Target::Patched);
         Ok(Response::Done)
     }
-
     /// klp_is_patch_compatible(): every state on every installed patch
     /// must be carried by a cumulative patch, and every carried state at
     /// a version no lower than the installed one.
@@ -244,7 +128,6 @@ impl Model {
                 })
         })
     }
-
     /// enabled_store(): the same value is EINVAL; the patch in transition
     /// reverses; 0 disables; 1 on a patch not in transition is EINVAL
     /// (a disabled patch cannot be enabled again).
@@ -273,7 +156,6 @@ impl Model {
         self.start_transition(index, Target::Unpatched);
         Ok(Response::Done)
     }
-
     pub(super) fn unload(&mut self, module: &str) -> Result<Response, Unsupported> {
         if !self.is_loaded(module) {
             return Ok(Response::Refused("ENOENT"));

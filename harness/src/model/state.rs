@@ -1,0 +1,141 @@
+//! The model's state: the patches the kernel lists, the transition in
+//! flight, the parked thread, the feature table; and what can be read off it.
+
+use super::{Defs, Mutation, PatchDef};
+use crate::fixture::target;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub(super) defs: Defs,
+    /// Livepatch sysfs attributes this kernel has (kernel::features).
+    pub(super) attributes: Vec<&'static str>,
+    /// Loaded modules, in load order.
+    pub(super) loaded: Vec<String>,
+    /// Modules whose reference a forced transition kept (never removable).
+    pub(super) pinned: BTreeSet<String>,
+    /// klp_patches, in list order: the bottom of the stack first.
+    pub(super) patches: Vec<Patch>,
+    pub(super) transition: Option<Transition>,
+    /// Where klp_target's busy thread sleeps, if parked.
+    pub(super) parked: Option<Impl>,
+    pub(super) features: BTreeMap<u64, Feature>,
+    /// Feature data blocks allocated and not yet freed.
+    pub(super) live_data: BTreeSet<u64>,
+    pub(super) next_instance: u64,
+    pub(super) next_data: u64,
+    pub(super) mutation: Option<Mutation>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Patch {
+    pub module: String,
+    /// Tells apart two loads of the same module.
+    pub instance: u64,
+    pub enabled: bool,
+    pub forced: bool,
+    /// Each feature's klp_state data: None until allocated or after freed.
+    pub data: BTreeMap<u64, Option<u64>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Target {
+    Patched,
+    Unpatched,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Transition {
+    pub module: String,
+    pub target: Target,
+    /// Held open by the parked thread; otherwise it ends at the next try.
+    pub blocked: bool,
+}
+
+/// A copy of a function: the original or one patch instance's replacement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Impl {
+    Original,
+    Patch(u64),
+}
+
+/// One row of /sys/kernel/klp_features.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Feature {
+    pub name: String,
+    pub allocations: u32,
+    pub enabled: bool,
+    /// Whether its shadow variable exists on init_task.
+    pub shadow: bool,
+    /// (owner, version), bottom first; the top one is in force.
+    pub owners: Vec<(String, u32)>,
+}
+
+impl Model {
+    /// A freshly booted guest with these fixtures available, on a kernel
+    /// of this version (e.g. [6, 12, 57]).
+    pub fn new(defs: Defs, kernel_version: &[u32]) -> Self {
+        Model {
+            defs,
+            attributes: crate::kernel::features::attributes_of(kernel_version),
+            loaded: Vec::new(),
+            pinned: BTreeSet::new(),
+            patches: Vec::new(),
+            transition: None,
+            parked: None,
+            features: BTreeMap::new(),
+            live_data: BTreeSet::new(),
+            next_instance: 1,
+            next_data: 1,
+            mutation: None,
+        }
+    }
+    pub fn with_mutation(mut self, mutation: Option<Mutation>) -> Self {
+        self.mutation = mutation;
+        self
+    }
+    pub fn defs(&self) -> &Defs {
+        &self.defs
+    }
+    pub fn is_loaded(&self, module: &str) -> bool {
+        self.loaded.iter().any(|m| m == module)
+    }
+    pub fn is_pinned(&self, module: &str) -> bool {
+        self.pinned.contains(module)
+    }
+    pub fn target_loaded(&self) -> bool {
+        self.is_loaded(target::MODULE)
+    }
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+    /// Patch names in sysfs, bottom of the stack first.
+    pub fn stack(&self) -> Vec<String> {
+        self.patches.iter().map(|p| p.module.clone()).collect()
+    }
+    pub fn enabled(&self, module: &str) -> Option<bool> {
+        self.patch_index(module).map(|i| self.patches[i].enabled)
+    }
+    /// The patch in transition, and whether the parked thread holds it.
+    pub fn in_transition(&self) -> Option<(&str, bool)> {
+        self.transition
+            .as_ref()
+            .map(|t| (t.module.as_str(), t.blocked))
+    }
+    /// Feature versions in force: id ──> version, or None once withdrawn.
+    pub fn feature_versions(&self) -> BTreeMap<u64, Option<u32>> {
+        self.features
+            .iter()
+            .map(|(id, f)| (*id, f.owners.last().map(|(_, v)| *v)))
+            .collect()
+    }
+    pub(super) fn def(&self, module: &str) -> &PatchDef {
+        &self.defs[module]
+    }
+    pub(super) fn patch_index(&self, module: &str) -> Option<usize> {
+        self.patches.iter().position(|p| p.module == module)
+    }
+    pub(super) fn is_transition(&self, module: &str) -> bool {
+        self.transition.as_ref().is_some_and(|t| t.module == module)
+    }
+}
