@@ -1,7 +1,6 @@
 //! kernel + .ko + guest init ──> initramfs (a newc cpio archive, no root needed).
 
 use crate::cache::{Cache, ContentHash};
-use crate::fixture::BuiltFixture;
 use anyhow::{Context, Result};
 use cpio::newc::Builder;
 use std::fs::File;
@@ -36,14 +35,15 @@ impl Entry {
     }
 }
 
-/// Build (or reuse) the initramfs holding busybox, `init`, the kernel's boot
-/// modules (loaded by init in the given order) and the fixtures.
+/// Build (or reuse) the initramfs holding busybox, `init` and the boot
+/// modules (loaded by init in the given order). Fixtures are not in it:
+/// they are copied into the running guest, so that every scenario on a
+/// kernel starts from the same image.
 pub fn build(
     cache: &Cache,
     busybox: &Path,
     init: &str,
     boot_modules: &[PathBuf],
-    fixtures: &[BuiltFixture],
 ) -> Result<PathBuf> {
     let mut entries: Vec<Entry> = DIRECTORIES
         .iter()
@@ -74,11 +74,6 @@ pub fn build(
             0o644,
             bytes,
         ));
-    }
-    for fixture in fixtures {
-        let ko = std::fs::read(&fixture.ko)
-            .with_context(|| format!("cannot read {}", fixture.ko.display()))?;
-        entries.push(Entry::file(format!("klp/{}.ko", fixture.name), 0o644, ko));
     }
 
     let mut hash = ContentHash::new();
@@ -123,20 +118,7 @@ mod tests {
         std::fs::write(&busybox, b"\x7fELF").unwrap();
         let ko = tmp.path().join("m.ko");
         std::fs::write(&ko, b"module").unwrap();
-        let fixture = BuiltFixture {
-            name: "m".into(),
-            is_livepatch: false,
-            ko: ko.clone(),
-            source_dir: tmp.path().into(),
-        };
-        let path = build(
-            &cache,
-            &busybox,
-            "#!/bin/sh\n",
-            std::slice::from_ref(&ko),
-            &[fixture],
-        )
-        .unwrap();
+        let path = build(&cache, &busybox, "#!/bin/sh\n", std::slice::from_ref(&ko)).unwrap();
 
         let mut names = Vec::new();
         let mut reader = File::open(path).unwrap();
@@ -148,13 +130,7 @@ mod tests {
             names.push(entry.entry().name().to_string());
             reader = entry.finish().unwrap();
         }
-        for expected in [
-            "init",
-            "bin/busybox",
-            "klp/m.ko",
-            "dev/console",
-            "boot-modules/00-m.ko",
-        ] {
+        for expected in ["init", "bin/busybox", "dev/console", "boot-modules/00-m.ko"] {
             assert!(
                 names.iter().any(|n| n == expected),
                 "{expected} missing from {names:?}"

@@ -147,7 +147,6 @@ fn boot(
         std::path::Path::new(host::BUSYBOX_STATIC),
         crate::guest::INIT_SCRIPT,
         &boot_modules,
-        &[],
     )?;
 
     if verdict.artifacts.exists() {
