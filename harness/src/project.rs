@@ -54,4 +54,12 @@ impl Project {
     pub fn scenarios_dir(&self) -> PathBuf {
         self.root.join("scenarios")
     }
+
+    /// Where runs and explorations keep their logs: `$KLP_HARNESS_ARTIFACTS`,
+    /// else target/klp-harness in the checkout.
+    pub fn output_dir(&self) -> PathBuf {
+        std::env::var_os("KLP_HARNESS_ARTIFACTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.root.join("target/klp-harness"))
+    }
 }

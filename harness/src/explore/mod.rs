@@ -71,8 +71,8 @@ pub fn explore(
 ) -> Result<Report> {
     let started = Instant::now();
     let workspace = project
-        .root()
-        .join("target/klp-harness/explore")
+        .output_dir()
+        .join("explore")
         .join(format!("{}-seed{}", spec.name, options.seed));
     if workspace.exists() {
         std::fs::remove_dir_all(&workspace)

@@ -181,15 +181,13 @@ impl Verdict {
     }
 }
 
-/// Where the runs' logs go: `$KLP_HARNESS_ARTIFACTS`, else target/klp-harness/runs.
-pub fn artifacts_base(project: &Project) -> PathBuf {
-    std::env::var_os("KLP_HARNESS_ARTIFACTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project.root().join("target/klp-harness/runs"))
-}
-
+/// Where one scenario's run on one kernel keeps its logs.
 pub fn artifacts_dir(project: &Project, scenario: &str, kernel: &str) -> PathBuf {
-    artifacts_base(project).join(scenario).join(kernel)
+    project
+        .output_dir()
+        .join("runs")
+        .join(scenario)
+        .join(kernel)
 }
 
 /// Why the scenario does not apply to this kernel (given its upstream
