@@ -16,6 +16,7 @@ pub use console::Console;
 pub use interact::interact;
 
 use anyhow::{bail, Context, Result};
+use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -80,7 +81,7 @@ impl Vm {
         let socket_dir = tempfile::Builder::new().prefix("klp-vm-").tempdir()?;
         let socket = socket_dir.path().join("ctl");
         let monitor = socket_dir.path().join("mon");
-        let qemu_log = std::fs::File::create(config.log_dir.join("qemu.log"))?;
+        let mut qemu_log = std::fs::File::create(config.log_dir.join("qemu.log"))?;
         let mut command = Command::new(qemu_program());
         command
             .args(["-nodefaults", "-no-reboot", "-display", "none"])
@@ -127,8 +128,10 @@ impl Vm {
             } else {
                 Stdio::null()
             })
-            .stdout(Stdio::piped())
-            .stderr(qemu_log);
+            .stdout(Stdio::piped());
+        // The log starts with the command line, so a failed start can be re-run by hand.
+        writeln!(qemu_log, "{}\n", shell_words(&command))?;
+        command.stderr(qemu_log);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
         // SIGKILL to QEMU when the thread that started it goes away.
         unsafe {
@@ -220,5 +223,40 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A command as a shell would take it back: each word single-quoted
+/// unless it is plain.
+fn shell_words(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|word| {
+            let word = word.to_string_lossy();
+            let plain = word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=,:@".contains(c));
+            if plain && !word.is_empty() {
+                word.into_owned()
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_can_be_pasted_into_a_shell() {
+        let mut command = Command::new("qemu-system-x86_64");
+        command.args(["-m", "512", "-append", "console=ttyS0 panic=-1", "it's"]);
+        assert_eq!(
+            shell_words(&command),
+            r"qemu-system-x86_64 -m 512 -append 'console=ttyS0 panic=-1' 'it'\''s'"
+        );
     }
 }
