@@ -133,7 +133,10 @@ impl KernelSpec {
     }
 
     /// The upstream version, known before anything is fetched or built:
-    /// from the lock file, a tree's Makefile or a tarball's name.
+    /// from the lock file, a tree's Makefile or a tarball's name; without a
+    /// lock, a Debian kernel's series (`6.12`, or `5.10` from
+    /// `linux-source-5.10`), so that applicability is decided the same way
+    /// before and after the first fetch.
     pub fn version_hint(&self) -> Option<String> {
         match &self.source {
             KernelSource::FromSource {
@@ -153,14 +156,28 @@ impl KernelSpec {
                     .ok()
                     .map(|_| version.to_string())
             }
-            _ => {
-                let lock = std::fs::read_to_string(self.lock_file()).ok()?;
-                let pinned = lock
-                    .lines()
-                    .find_map(|line| line.split_once('=').map(|(_, v)| v))?;
-                Some(debian::upstream_version(pinned.trim()))
-            }
+            KernelSource::DebianPrebuilt(prebuilt) => self
+                .pinned_version()
+                .or_else(|| Some(prebuilt.series.clone())),
+            KernelSource::FromSource {
+                origin: source::Origin::Debian(debian),
+                ..
+            } => self.pinned_version().or_else(|| {
+                let series = debian.package.strip_prefix("linux-source-")?;
+                features::parse_version(series)
+                    .ok()
+                    .map(|_| series.to_string())
+            }),
         }
+    }
+
+    /// The upstream version of what the lock file pins, if there is one.
+    fn pinned_version(&self) -> Option<String> {
+        let lock = std::fs::read_to_string(self.lock_file()).ok()?;
+        let pinned = lock
+            .lines()
+            .find_map(|line| line.split_once('=').map(|(_, v)| v))?;
+        Some(debian::upstream_version(pinned.trim()))
     }
 
     /// Prebuilt kernels have headers but no source tree.
@@ -391,6 +408,16 @@ mod tests {
         let text = "debian_prebuilt: {suites: [bookworm], series: '6.1', flavour: cloud-amd64}\nbuild: {patches: x}\n";
         assert!(format!("{:#}", spec_from(text).unwrap_err())
             .contains("`build` applies to kernels built from source"));
+    }
+
+    #[test]
+    fn without_a_lock_a_debian_kernel_is_known_by_its_series() {
+        let source = spec_from("debian_source: {suites: [sid], package: linux-source-7.2}\n");
+        assert_eq!(source.unwrap().version_hint().as_deref(), Some("7.2"));
+        let prebuilt = spec_from(
+            "debian_prebuilt: {suites: [bookworm], series: '6.12', flavour: cloud-amd64}\n",
+        );
+        assert_eq!(prebuilt.unwrap().version_hint().as_deref(), Some("6.12"));
     }
 
     #[test]
