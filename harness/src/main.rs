@@ -431,8 +431,7 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
                 let config = ContentHash::new()
                     .add_file("config", &kernel.config)?
                     .finish();
-                let version = kernel::features::parse_version(&kernel.version)?;
-                let attributes = kernel::features::attributes_of(&version);
+                let profile = kernel.profile()?;
                 println!("name:        {}", kernel.name);
                 println!("version:     {}", kernel.version);
                 println!("release:     {}", kernel.release);
@@ -441,7 +440,22 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
                 println!("bzImage:     {}", kernel.bzimage.display());
                 println!("kbuild:      {}", kernel.kbuild.display());
                 println!("config:      {}", kernel.config.display());
-                println!("livepatch sysfs: {}", attributes.join(", "));
+                println!("livepatch sysfs: {}", profile.attributes().join(", "));
+                println!("livepatch behaviours:");
+                for behaviour in kernel::behaviour::BEHAVIOURS {
+                    let has = if profile.has(behaviour.id) {
+                        "yes"
+                    } else {
+                        "no "
+                    };
+                    let basis = profile.basis(behaviour.id).map(ToString::to_string);
+                    println!(
+                        "  {has} {:<40} since {:<5} {}",
+                        behaviour.id,
+                        behaviour.since,
+                        basis.unwrap_or_default()
+                    );
+                }
             }
         }
     }

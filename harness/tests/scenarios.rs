@@ -73,7 +73,7 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
 fn scenario_trial(project: &Project, loaded: &Scenario, spec: &KernelSpec) -> Trial {
     let name = format!("{}::{}", loaded.name, spec.name);
     let not_applicable =
-        scenario::applicability(loaded, spec, spec.version_hint().as_deref()).is_some();
+        scenario::applicability(loaded, spec, spec.profile_hint().as_ref()).is_some();
     let (project, spec, file) = (project.clone(), spec.clone(), loaded.file.clone());
     Trial::test(name, move || {
         let loaded = scenario::load(&project, &file).map_err(|e| format!("{e:#}"))?;

@@ -11,6 +11,7 @@ use crate::cache::Cache;
 use crate::event::{self, Event};
 use crate::fixture::target::{self, MODULE as TARGET};
 use crate::guest::Guest;
+use crate::kernel::behaviour::Profile;
 use crate::kernel::{self, KernelSpec};
 use crate::model::{Defs, Model, Mutation, Op};
 use crate::project::Project;
@@ -93,14 +94,13 @@ pub fn explore(
     let names: Vec<String> = fixtures.iter().map(|f| f.name.clone()).collect();
     let defs: Defs = fixtures.iter().map(|f| (f.name.clone(), f.def())).collect();
 
-    let kernel_version = kernel::prepare(spec, cache)?.version;
+    let profile = kernel::prepare(spec, cache)?.profile()?;
     let mut runner = Runner::new(project, cache, spec, &workspace, &names)?;
-    let version = crate::kernel::features::parse_version(&kernel_version)?;
-    let mut start = Model::new(defs.clone(), &version).with_mutation(options.mutation);
+    let mut start = Model::new(defs.clone(), &profile).with_mutation(options.mutation);
     start
         .step(&Op::Load(target::MODULE.to_string()), true)
         .expect("the model loads klp_target");
-    runner.follow = Some((defs, kernel_version.clone(), options.mutation));
+    runner.follow = Some((defs, profile, options.mutation));
 
     event::emit(Event::ExploreStarted {
         kernel: spec.name.clone(),
@@ -259,7 +259,7 @@ struct Runner<'a> {
     guest: Option<Guest>,
     boots: usize,
     /// Model inputs for each run's follower.
-    follow: Option<(Defs, String, Option<Mutation>)>,
+    follow: Option<(Defs, Profile, Option<Mutation>)>,
 }
 
 impl<'a> Runner<'a> {
@@ -306,8 +306,8 @@ impl<'a> Runner<'a> {
         let artifacts = self.workspace.join("runs").join(label);
         std::fs::create_dir_all(&artifacts)?;
         let mut settings = Settings::new(&artifacts);
-        if let Some((defs, version, mutation)) = &self.follow {
-            settings.follower = Some(Follower::new(defs.clone(), version, *mutation)?);
+        if let Some((defs, profile, mutation)) = &self.follow {
+            settings.follower = Some(Follower::new(defs.clone(), profile, *mutation));
         }
         if self.guest.is_none() {
             self.guest = Some(scenario::boot_guest(

@@ -225,7 +225,10 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let fixtures = pool::generate(&mut rng, seed, 6);
         let defs = fixtures.iter().map(|f| (f.name.clone(), f.def())).collect();
-        let mut model = Model::new(defs, &[7, 2]);
+        let mut model = Model::new(
+            defs,
+            &crate::kernel::behaviour::Profile::from_version(&[7, 2]),
+        );
         model.step(&Op::Load(target::MODULE.into()), true).unwrap();
         (model, fixtures.into_iter().map(|f| f.name).collect())
     }

@@ -1,11 +1,12 @@
 //! kernel spec ──> kernel artifact (bzImage + kbuild dir).
 
 mod apt;
+pub mod behaviour;
 mod build;
 mod debian;
-pub mod features;
 mod modules;
 mod source;
+pub mod version;
 
 use crate::cache::{Cache, ContentHash};
 use crate::project::Project;
@@ -73,6 +74,15 @@ pub struct Kernel {
     pub boot_modules: Vec<PathBuf>,
     /// The source tree, for kernels built from source.
     pub source: Option<PathBuf>,
+}
+
+impl Kernel {
+    /// Which livepatch behaviours this kernel has: from its source tree
+    /// where it has one, else from its version.
+    pub fn profile(&self) -> Result<behaviour::Profile> {
+        let version = version::leading_version(&self.version)?;
+        Ok(behaviour::Profile::new(&version, self.source.as_deref()))
+    }
 }
 
 impl KernelSpec {
@@ -152,7 +162,7 @@ impl KernelSpec {
             } => {
                 let name = tarball.url.rsplit('/').next()?;
                 let version = name.strip_prefix("linux-")?.split(".tar").next()?;
-                features::parse_version(version)
+                version::parse_version(version)
                     .ok()
                     .map(|_| version.to_string())
             }
@@ -164,7 +174,7 @@ impl KernelSpec {
                 ..
             } => self.pinned_version().or_else(|| {
                 let series = debian.package.strip_prefix("linux-source-")?;
-                features::parse_version(series)
+                version::parse_version(series)
                     .ok()
                     .map(|_| series.to_string())
             }),
@@ -178,6 +188,13 @@ impl KernelSpec {
             .lines()
             .find_map(|line| line.split_once('=').map(|(_, v)| v))?;
         Some(debian::upstream_version(pinned.trim()))
+    }
+
+    /// What the kernel has, as far as its version hint tells (listing
+    /// tests, before anything is fetched or built).
+    pub fn profile_hint(&self) -> Option<behaviour::Profile> {
+        let version = version::parse_version(&self.version_hint()?).ok()?;
+        Some(behaviour::Profile::from_version(&version))
     }
 
     /// Prebuilt kernels have headers but no source tree.
@@ -427,7 +444,7 @@ mod tests {
             let version = spec
                 .version_hint()
                 .unwrap_or_else(|| panic!("{}: no version", spec.name));
-            features::parse_version(&version).unwrap();
+            version::parse_version(&version).unwrap();
         }
     }
 }

@@ -134,6 +134,9 @@ pub enum Mutation {
     NoncumulativeUnchecked,
     /// A disabled top patch leaves its feature version in force (R5 broken).
     DisableKeepsVersion,
+    /// The model forgets one row of kernel::behaviour: it takes the kernel
+    /// to be on the other side of that change.
+    Forget(&'static str),
 }
 
 impl Mutation {
@@ -143,19 +146,40 @@ impl Mutation {
         (Mutation::DisableKeepsVersion, "disable-keeps-version"),
     ];
 
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(mutation, _)| *mutation == self)
-            .map(|(_, name)| *name)
-            .expect("every mutation is in ALL")
+    /// The name `--mutate` takes.
+    pub fn name(self) -> String {
+        match self {
+            Mutation::Forget(id) => format!("{FORGET}{id}"),
+            _ => Self::ALL
+                .iter()
+                .find(|(mutation, _)| *mutation == self)
+                .map(|(_, name)| name.to_string())
+                .expect("every other mutation is in ALL"),
+        }
     }
 }
+
+/// `forget:<behaviour id>` names a `Mutation::Forget`.
+const FORGET: &str = "forget:";
 
 impl std::str::FromStr for Mutation {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(id) = text.strip_prefix(FORGET) {
+            return crate::kernel::behaviour::find(id)
+                .map(|behaviour| Mutation::Forget(behaviour.id))
+                .ok_or_else(|| {
+                    let ids: Vec<&str> = crate::kernel::behaviour::BEHAVIOURS
+                        .iter()
+                        .map(|b| b.id)
+                        .collect();
+                    format!(
+                        "unknown behaviour {id:?}; expected one of: {}",
+                        ids.join(", ")
+                    )
+                });
+        }
         Self::ALL
             .iter()
             .find(|(_, name)| *name == text)
@@ -163,7 +187,7 @@ impl std::str::FromStr for Mutation {
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL.iter().map(|(_, name)| *name).collect();
                 format!(
-                    "unknown mutation {text:?}; expected one of: {}",
+                    "unknown mutation {text:?}; expected one of: {}, or {FORGET}<behaviour id>",
                     names.join(", ")
                 )
             })

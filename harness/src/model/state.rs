@@ -3,12 +3,15 @@
 
 use super::{Defs, Mutation, PatchDef};
 use crate::fixture::target;
+use crate::kernel::behaviour::Profile;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug)]
 pub struct Model {
     pub(super) defs: Defs,
-    /// Livepatch sysfs attributes this kernel has (kernel::features).
+    /// Which livepatch behaviours the kernel has (kernel::behaviour).
+    pub(super) profile: Profile,
+    /// Livepatch sysfs attributes this kernel has.
     pub(super) attributes: Vec<&'static str>,
     /// Loaded modules, in load order.
     pub(super) loaded: Vec<String>,
@@ -73,11 +76,12 @@ pub(super) struct Feature {
 
 impl Model {
     /// A freshly booted guest with these fixtures available, on a kernel
-    /// of this version (e.g. [6, 12, 57]).
-    pub fn new(defs: Defs, kernel_version: &[u32]) -> Self {
+    /// with these behaviours.
+    pub fn new(defs: Defs, profile: &Profile) -> Self {
         Model {
             defs,
-            attributes: crate::kernel::features::attributes_of(kernel_version),
+            profile: profile.clone(),
+            attributes: profile.attributes(),
             loaded: Vec::new(),
             pinned: BTreeSet::new(),
             patches: Vec::new(),
@@ -91,6 +95,12 @@ impl Model {
         }
     }
     pub fn with_mutation(mut self, mutation: Option<Mutation>) -> Self {
+        if let Some(Mutation::Forget(id)) = mutation {
+            // The model without that row: the kernel taken to behave as
+            // the other side of the change does.
+            self.profile = self.profile.clone().with_flipped(id);
+            self.attributes = self.profile.attributes();
+        }
         self.mutation = mutation;
         self
     }

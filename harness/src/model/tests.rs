@@ -2,6 +2,7 @@
 //! random operation sequences.
 
 use super::*;
+use crate::kernel::behaviour::Profile;
 use proptest::prelude::*;
 
 fn def(
@@ -46,7 +47,7 @@ fn defs() -> Defs {
 }
 
 fn model() -> Model {
-    let mut model = Model::new(defs(), &[7, 2]);
+    let mut model = Model::new(defs(), &Profile::from_version(&[7, 2]));
     model.step(&Op::Load("klp_target".into()), true).unwrap();
     model
 }
@@ -182,6 +183,33 @@ fn forced_replace_pins_the_replaced_module() {
     assert!(m.is_pinned("cumul_v1"));
 }
 
+/// A non-cumulative patch forced in over another one, then disabled, and
+/// its module removed.
+fn force_then_remove(profile: &Profile, mutation: Option<Mutation>) -> Response {
+    let mut m = Model::new(defs(), profile).with_mutation(mutation);
+    run(&mut m, load("klp_target"));
+    run(&mut m, load("noncumul_v1"));
+    run(&mut m, Op::Park);
+    m.step(&load("noncumul_v2"), false).unwrap();
+    m.step(&Op::Force("noncumul_v2".into()), false).unwrap();
+    run(&mut m, Op::Wait("noncumul_v2".into()));
+    run(&mut m, Op::Release);
+    run(&mut m, Op::Disable("noncumul_v2".into()));
+    run(&mut m, Op::Unload("noncumul_v2".into()))
+}
+
+#[test]
+fn before_5_18_forcing_pins_every_installed_patch() {
+    // 2957308343fa: 5.10.262 marks every patch forced, 6.1 only the ones leaving.
+    let old = Profile::from_version(&[5, 10, 262]);
+    assert_eq!(force_then_remove(&old, None), Response::Refused("EAGAIN"));
+    let new = Profile::from_version(&[6, 1, 192]);
+    assert_eq!(force_then_remove(&new, None), Response::Done);
+    // Without the row, the model takes 5.10 for a fixed kernel.
+    let forget = Mutation::Forget("force-pins-only-the-transition-patch");
+    assert_eq!(force_then_remove(&old, Some(forget)), Response::Done);
+}
+
 #[test]
 fn a_reversed_load_frees_what_it_allocated_and_leaves() {
     let mut m = model();
@@ -213,14 +241,14 @@ fn a_disabled_patch_cannot_be_enabled_again() {
 
 #[test]
 fn sysfs_attributes_follow_the_kernel_version() {
-    let mut old = Model::new(defs(), &[5, 10, 240]);
+    let mut old = Model::new(defs(), &Profile::from_version(&[5, 10, 240]));
     old.step(&load("noncumul_f2"), true).unwrap();
     let files = old.predicted_files();
     assert!(files.contains_key("/sys/kernel/livepatch/noncumul_f2/enabled"));
     assert!(!files
         .keys()
         .any(|k| k.ends_with("/patched") || k.ends_with("/replace")));
-    let mut new = Model::new(defs(), &[6, 14]);
+    let mut new = Model::new(defs(), &Profile::from_version(&[6, 14]));
     new.step(&load("noncumul_f2"), true).unwrap();
     let files = new.predicted_files();
     assert_eq!(files["/sys/kernel/livepatch/noncumul_f2/stack_order"], "1");

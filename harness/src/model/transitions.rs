@@ -4,6 +4,9 @@
 use super::state::{Impl, Model, Patch, Target, Transition};
 use super::{Response, BUSY_FUNCTION};
 
+/// kernel::behaviour rows the transitions depend on.
+const FORCE_PINS_ONLY_LEAVING: &str = "force-pins-only-the-transition-patch";
+
 impl Model {
     pub(super) fn wait(&mut self, module: &str) -> Response {
         match &self.transition {
@@ -75,7 +78,8 @@ impl Model {
     }
 
     /// klp_force_transition(): every task switches now; patches on their
-    /// way out are marked forced, which keeps their modules for good.
+    /// way out are marked forced, which keeps their modules for good (on
+    /// older kernels, every installed patch is).
     pub(super) fn force(&mut self, module: &str) -> Response {
         if self.patch_index(module).is_none() {
             return Response::Refused("ENOENT");
@@ -86,13 +90,15 @@ impl Model {
         t.blocked = false;
         let target = t.target;
         let replace = self.def(module).replace;
+        // Before 2957308343fa (5.18) every installed patch was marked.
+        let only_leaving = self.profile.has(FORCE_PINS_ONLY_LEAVING);
         for patch in &mut self.patches {
             let leaving = if patch.module == module {
                 target == Target::Unpatched
             } else {
                 target == Target::Patched && replace
             };
-            patch.forced |= leaving;
+            patch.forced |= leaving || !only_leaving;
         }
         Response::Done
     }

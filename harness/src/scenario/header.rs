@@ -4,7 +4,7 @@
 use super::discover::local_fixtures_dir;
 use super::format::{Allow, ScenarioFile};
 use crate::fixture::{self, ExternalDir, Fixture, FixtureSource};
-use crate::kernel::features;
+use crate::kernel::{behaviour, version};
 use crate::project::Project;
 use crate::yaml::Position;
 use anyhow::{bail, Result};
@@ -83,17 +83,14 @@ pub fn check(project: &Project, file: &Path, raw: &ScenarioFile) -> Result<Heade
 
     let mut requires = Requirements::default();
     if let Some(version) = &raw.requires.min_version {
-        if let Err(err) = features::parse_version(&version.value) {
+        if let Err(err) = version::parse_version(&version.value) {
             bail!("{}: {err}", at(&version.referenced));
         }
         requires.min_version = Some(version.value.clone());
     }
     for attribute in &raw.requires.sysfs {
-        if features::attribute_since(&attribute.value).is_none() {
-            let known: Vec<&str> = features::SYSFS_ATTRIBUTES
-                .iter()
-                .map(|(name, _)| *name)
-                .collect();
+        if behaviour::attribute_since(&attribute.value).is_none() {
+            let known = behaviour::attributes();
             bail!(
                 "{}: unknown livepatch sysfs attribute {:?}; expected one of: {}",
                 at(&attribute.referenced),

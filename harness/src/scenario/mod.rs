@@ -39,6 +39,11 @@ mod tests {
     use crate::project::Project;
     use std::path::Path;
 
+    fn profile(version: &str) -> crate::kernel::behaviour::Profile {
+        let version = crate::kernel::version::parse_version(version).unwrap();
+        crate::kernel::behaviour::Profile::from_version(&version)
+    }
+
     fn kernel() -> KernelSpec {
         let project = Project::at(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
         crate::kernel::find(&project, "src-6.12").unwrap()
@@ -67,20 +72,20 @@ mod tests {
     fn missing_sysfs_attribute_is_not_applicable_with_reason() {
         let s = scenario("{sysfs: [stack_order]}");
         assert_eq!(
-            applicability(&s, &kernel(), Some("6.12.117")).as_deref(),
+            applicability(&s, &kernel(), Some(&profile("6.12.117"))).as_deref(),
             Some("stack_order: kernel 6.12.117 < 6.14")
         );
-        assert_eq!(applicability(&s, &kernel(), Some("7.2.1")), None);
+        assert_eq!(applicability(&s, &kernel(), Some(&profile("7.2.1"))), None);
     }
 
     #[test]
     fn old_kernel_is_not_applicable_with_reason() {
         let s = scenario("{min_version: '6.1'}");
         assert_eq!(
-            applicability(&s, &kernel(), Some("5.10.240")).as_deref(),
+            applicability(&s, &kernel(), Some(&profile("5.10.240"))).as_deref(),
             Some("kernel 5.10.240 < 6.1")
         );
-        assert_eq!(applicability(&s, &kernel(), Some("6.1.0")), None);
+        assert_eq!(applicability(&s, &kernel(), Some(&profile("6.1.0"))), None);
     }
 
     #[test]
@@ -91,9 +96,9 @@ mod tests {
         let prebuilt = crate::kernel::find(&project, "debian-6.12").unwrap();
         let built = crate::kernel::find(&project, "src-6.12").unwrap();
         assert_eq!(
-            applicability(&s, &prebuilt, Some("6.12")).as_deref(),
+            applicability(&s, &prebuilt, Some(&profile("6.12"))).as_deref(),
             Some("needs the kernel source tree; this kernel is prebuilt")
         );
-        assert_eq!(applicability(&s, &built, Some("6.12")), None);
+        assert_eq!(applicability(&s, &built, Some(&profile("6.12"))), None);
     }
 }

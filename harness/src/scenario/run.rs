@@ -10,6 +10,7 @@ use super::verdict::{FailedStep, Mismatch, StepError};
 use crate::errno;
 use crate::fixture;
 use crate::guest::Guest;
+use crate::kernel::behaviour::Profile;
 use crate::model::Response;
 use anyhow::{bail, Result};
 use std::fmt::Write as _;
@@ -45,11 +46,11 @@ impl Settings {
     }
 
     /// Follow the scenario with the reference model, if it asks for that.
-    pub fn follow(mut self, scenario: &Scenario, kernel_version: &str) -> Result<Self> {
+    pub fn follow(mut self, scenario: &Scenario, profile: &Profile) -> Self {
         if let Some(defs) = &scenario.model {
-            self.follower = Some(Follower::new(defs.clone(), kernel_version, None)?);
+            self.follower = Some(Follower::new(defs.clone(), profile, None));
         }
-        Ok(self)
+        self
     }
 }
 

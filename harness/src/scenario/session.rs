@@ -7,6 +7,7 @@ use super::run;
 use super::verdict::{applicability, Failure, Outcome, Verdict};
 use crate::cache::Cache;
 use crate::guest::{snapshot, Guest};
+use crate::kernel::behaviour::Profile;
 use crate::kernel::KernelSpec;
 use crate::project::Project;
 use crate::vm::VmConfig;
@@ -51,7 +52,7 @@ pub fn execute(
     let started = Instant::now();
     let mut verdict = Verdict::new(project, scenario, spec);
     let artifacts = verdict.artifacts.clone();
-    if let Some(reason) = applicability(scenario, spec, spec.version_hint().as_deref()) {
+    if let Some(reason) = applicability(scenario, spec, spec.profile_hint().as_ref()) {
         verdict.outcome = Outcome::NotApplicable(reason);
         return verdict;
     }
@@ -73,7 +74,7 @@ fn execute_inner(
     spec: &KernelSpec,
     verdict: &mut Verdict,
 ) -> Result<()> {
-    let Some(mut guest) = boot(project, cache, scenario, spec, verdict, false)? else {
+    let Some((mut guest, profile)) = boot(project, cache, scenario, spec, verdict, false)? else {
         return Ok(());
     };
     let mut trace = String::new();
@@ -81,10 +82,7 @@ fn execute_inner(
         &mut guest,
         scenario,
         &scenario.steps,
-        run::Settings::new(&verdict.artifacts).follow(
-            scenario,
-            verdict.kernel_version.as_deref().unwrap_or_default(),
-        )?,
+        run::Settings::new(&verdict.artifacts).follow(scenario, &profile),
         &mut trace,
     );
     std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;
@@ -110,7 +108,7 @@ pub fn boot_guest(
 ) -> Result<Guest> {
     let mut verdict = Verdict::new(project, scenario, spec);
     match boot(project, cache, scenario, spec, &mut verdict, false)? {
-        Some(guest) => Ok(guest),
+        Some((guest, _)) => Ok(guest),
         None => bail!(
             "{} does not apply to {}: {:?}",
             scenario.name,
@@ -120,8 +118,9 @@ pub fn boot_guest(
     }
 }
 
-/// Build what the scenario needs and boot the guest; None (with the
-/// verdict set) when the scenario does not apply to the kernel.
+/// Build what the scenario needs and boot the guest, which comes back
+/// with what its kernel has; None (with the verdict set) when the scenario
+/// does not apply to the kernel.
 fn boot(
     project: &Project,
     cache: &Cache,
@@ -129,11 +128,12 @@ fn boot(
     spec: &KernelSpec,
     verdict: &mut Verdict,
     interactive: bool,
-) -> Result<Option<Guest>> {
+) -> Result<Option<(Guest, Profile)>> {
     host::ensure(host::SCENARIO_TOOLS, &cache.root().join("locks"))?;
     let kernel = kernel::prepare(spec, cache)?;
     verdict.kernel_version = Some(kernel.version.clone());
-    if let Some(reason) = applicability(scenario, spec, Some(&kernel.version)) {
+    let profile = kernel.profile()?;
+    if let Some(reason) = applicability(scenario, spec, Some(&profile)) {
         verdict.outcome = Outcome::NotApplicable(reason);
         return Ok(None);
     }
@@ -193,7 +193,7 @@ fn boot(
             .with_context(|| format!("cannot read {}", fixture.ko.display()))?;
         guest.push_file(&format!("/klp/{}.ko", fixture.name), &ko)?;
     }
-    Ok(Some(guest))
+    Ok(Some((guest, profile)))
 }
 
 /// Boot the scenario's guest, run its steps up to and including `until`
@@ -222,7 +222,8 @@ pub fn shell(
         }
     };
     let mut verdict = Verdict::new(project, scenario, spec);
-    let Some(mut guest) = boot(project, cache, scenario, spec, &mut verdict, true)? else {
+    let Some((mut guest, profile)) = boot(project, cache, scenario, spec, &mut verdict, true)?
+    else {
         if let Outcome::NotApplicable(why) = verdict.outcome {
             bail!("{} does not apply to {}: {why}", scenario.name, spec.name);
         }
@@ -233,10 +234,7 @@ pub fn shell(
         &mut guest,
         scenario,
         steps,
-        run::Settings::new(&verdict.artifacts).follow(
-            scenario,
-            verdict.kernel_version.as_deref().unwrap_or_default(),
-        )?,
+        run::Settings::new(&verdict.artifacts).follow(scenario, &profile),
         &mut trace,
     );
     std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;

@@ -3,7 +3,8 @@
 
 use super::load::Scenario;
 use crate::guest::BootTimes;
-use crate::kernel::{features, KernelSpec};
+use crate::kernel::behaviour::{self, Profile};
+use crate::kernel::KernelSpec;
 use crate::project::Project;
 use crate::yaml::Position;
 use std::fmt;
@@ -190,12 +191,12 @@ pub fn artifacts_dir(project: &Project, scenario: &str, kernel: &str) -> PathBuf
         .join(kernel)
 }
 
-/// Why the scenario does not apply to this kernel (given its upstream
-/// version, when known), or None when it does.
+/// Why the scenario does not apply to this kernel (given what it is known
+/// to have, when known), or None when it does.
 pub fn applicability(
     scenario: &Scenario,
     kernel: &KernelSpec,
-    version: Option<&str>,
+    profile: Option<&Profile>,
 ) -> Option<String> {
     if let Some(kernels) = &scenario.kernels {
         if !kernels.contains(&kernel.name) {
@@ -205,23 +206,24 @@ pub fn applicability(
     if scenario.needs_kernel_source && kernel.is_prebuilt() {
         return Some("needs the kernel source tree; this kernel is prebuilt".to_string());
     }
-    let version = features::parse_version(version?).ok()?;
+    let profile = profile?;
+    let version = &profile.version;
     let shown = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(".");
     if let Some(min) = &scenario.requires.min_version {
-        let min_parsed = features::parse_version(min).ok()?;
-        if features::compare(&version, &min_parsed).is_lt() {
-            return Some(format!("kernel {} < {min}", shown(&version)));
+        let min_parsed = crate::kernel::version::parse_version(min).ok()?;
+        if crate::kernel::version::compare(version, &min_parsed).is_lt() {
+            return Some(format!("kernel {} < {min}", shown(version)));
         }
     }
-    let present = features::attributes_of(&version);
+    let present = profile.attributes();
     scenario
         .requires
         .sysfs
         .iter()
         .find(|a| !present.contains(&a.as_str()))
         .map(|attribute| {
-            let since = features::attribute_since(attribute).unwrap_or("?");
-            format!("{attribute}: kernel {} < {since}", shown(&version))
+            let since = behaviour::attribute_since(attribute).unwrap_or("?");
+            format!("{attribute}: kernel {} < {since}", shown(version))
         })
 }
 
