@@ -132,6 +132,8 @@ fn op_name(op: &Op) -> &'static str {
         Op::Force(_) => "force",
         Op::Park => "park",
         Op::Release => "release",
+        Op::Spin => "spin",
+        Op::StopSpin => "stop spin",
         Op::WritePatchEnabled { .. } => "write enabled",
         Op::WriteFeatureEnabled { .. } => "write feature",
     }
@@ -158,7 +160,7 @@ fn op_module(op: &Op) -> Option<&str> {
         | Op::Reverse(m)
         | Op::Force(m) => Some(m),
         Op::WritePatchEnabled { module, .. } => Some(module),
-        Op::Park | Op::Release | Op::WriteFeatureEnabled { .. } => None,
+        Op::Park | Op::Release | Op::Spin | Op::StopSpin | Op::WriteFeatureEnabled { .. } => None,
     }
 }
 
@@ -190,6 +192,8 @@ pub fn scenario_yaml(
             Op::Force(x) => format!("force: {x}"),
             Op::Park => format!("park: {TARGET}"),
             Op::Release => format!("release: {TARGET}"),
+            Op::Spin => format!("spin: {TARGET}"),
+            Op::StopSpin => format!("stop_spin: {TARGET}"),
             Op::WritePatchEnabled { module, value } => format!(
                 "write: /sys/kernel/livepatch/{module}/enabled\n    value: \"{}\"",
                 u8::from(*value)

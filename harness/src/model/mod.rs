@@ -95,6 +95,10 @@ pub enum Op {
     Force(String),
     Park,
     Release,
+    /// Start klp_target's CPU-bound thread.
+    Spin,
+    /// Stop it.
+    StopSpin,
     /// Write 0 or 1 to a patch's `enabled`.
     WritePatchEnabled {
         module: String,

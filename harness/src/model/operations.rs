@@ -11,9 +11,9 @@ impl Model {
     pub fn step(&mut self, op: &Op, wait: bool) -> Result<Prediction, Unsupported> {
         // A transition nobody holds ends at klp's next try, within a
         // second: until a wait, only steps it cannot affect are predictable.
-        if let Some(t) = self.transition.as_ref().filter(|t| !t.blocked) {
+        if let Some(t) = self.transition.as_ref().filter(|t| !t.held()) {
             let independent = match op {
-                Op::Wait(_) | Op::Release | Op::WriteFeatureEnabled { .. } => true,
+                Op::Wait(_) | Op::Release | Op::StopSpin | Op::WriteFeatureEnabled { .. } => true,
                 Op::Unload(module) => *module != t.module && module != target::MODULE,
                 _ => false,
             };
@@ -39,10 +39,12 @@ impl Model {
             Op::Release => {
                 self.parked = None;
                 if let Some(t) = &mut self.transition {
-                    t.blocked = false;
+                    t.held_by_park = false;
                 }
                 Response::Done
             }
+            Op::Spin => self.spin(true),
+            Op::StopSpin => self.spin(false),
             Op::WritePatchEnabled { module, value } => self.write_enabled(module, *value)?,
             Op::WriteFeatureEnabled { id, value } => match self.features.get_mut(id) {
                 Some(feature) => {
@@ -61,7 +63,7 @@ impl Model {
             }
             _ => outcome,
         };
-        let settled = self.transition.as_ref().is_none_or(|t| t.blocked);
+        let settled = self.transition.as_ref().is_none_or(|t| t.held());
         Ok(Prediction { outcome, settled })
     }
     pub(super) fn load(&mut self, module: &str) -> Result<Response, Unsupported> {
@@ -167,8 +169,9 @@ impl Model {
                 ));
             }
             // klp_module_going() unpatches the object; kthread_stop()
-            // wakes the parked thread.
+            // wakes the parked thread and ends the spinning one.
             self.parked = None;
+            self.spinning = false;
         } else if self.patch_index(module).is_some() || self.pinned.contains(module) {
             // The patch (or a forced transition) holds a module reference.
             return Ok(Response::Refused("EAGAIN"));

@@ -62,6 +62,7 @@ impl Model {
         }
         if self.target_loaded() {
             files.insert(format!("{TARGET}/park"), flag(self.parked.is_some()));
+            files.insert(format!("{TARGET}/spin"), flag(self.spinning));
             files.insert(format!("{TARGET}/status"), self.target_status());
         }
         files

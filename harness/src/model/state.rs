@@ -22,6 +22,8 @@ pub struct Model {
     pub(super) transition: Option<Transition>,
     /// Where klp_target's busy thread sleeps, if parked.
     pub(super) parked: Option<Impl>,
+    /// Whether klp_target's CPU-bound thread runs.
+    pub(super) spinning: bool,
     pub(super) features: BTreeMap<u64, Feature>,
     /// Feature data blocks allocated and not yet freed.
     pub(super) live_data: BTreeSet<u64>,
@@ -51,8 +53,17 @@ pub(super) enum Target {
 pub(super) struct Transition {
     pub module: String,
     pub target: Target,
-    /// Held open by the parked thread; otherwise it ends at the next try.
-    pub blocked: bool,
+    /// Held open by the parked thread.
+    pub held_by_park: bool,
+    /// Held open by the CPU-bound thread, which the kernel cannot switch.
+    pub held_by_spinner: bool,
+}
+
+impl Transition {
+    /// Held open; otherwise it ends at klp's next try.
+    pub fn held(&self) -> bool {
+        self.held_by_park || self.held_by_spinner
+    }
 }
 
 /// A copy of a function: the original or one patch instance's replacement.
@@ -87,6 +98,7 @@ impl Model {
             patches: Vec::new(),
             transition: None,
             parked: None,
+            spinning: false,
             features: BTreeMap::new(),
             live_data: BTreeSet::new(),
             next_instance: 1,
@@ -126,11 +138,11 @@ impl Model {
     pub fn enabled(&self, module: &str) -> Option<bool> {
         self.patch_index(module).map(|i| self.patches[i].enabled)
     }
-    /// The patch in transition, and whether the parked thread holds it.
+    /// The patch in transition, and whether a thread holds it open.
     pub fn in_transition(&self) -> Option<(&str, bool)> {
         self.transition
             .as_ref()
-            .map(|t| (t.module.as_str(), t.blocked))
+            .map(|t| (t.module.as_str(), t.held()))
     }
     /// Feature versions in force: id ──> version, or None once withdrawn.
     pub fn feature_versions(&self) -> BTreeMap<u64, Option<u32>> {

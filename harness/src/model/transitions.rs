@@ -6,11 +6,12 @@ use super::{Response, BUSY_FUNCTION};
 
 /// kernel::behaviour rows the transitions depend on.
 const FORCE_PINS_ONLY_LEAVING: &str = "force-pins-only-the-transition-patch";
+const COND_RESCHED_SWITCHES: &str = "cond-resched-switches-task";
 
 impl Model {
     pub(super) fn wait(&mut self, module: &str) -> Response {
         match &self.transition {
-            Some(t) if t.module == module && t.blocked => Response::StillRunning,
+            Some(t) if t.module == module && t.held() => Response::StillRunning,
             Some(t) if t.module == module => {
                 self.complete_transition();
                 Response::Done
@@ -58,7 +59,10 @@ impl Model {
         self.transition = Some(Transition {
             module: self.patches[index].module.clone(),
             target,
-            blocked: self.blocks(index, target),
+            held_by_park: self.blocks(index, target),
+            // A running task cannot be switched by klp_try_switch_task();
+            // since 6.4 cond_resched() switches it (klp_sched_try_switch).
+            held_by_spinner: self.spinning && !self.profile.has(COND_RESCHED_SWITCHES),
         });
     }
 
@@ -71,7 +75,8 @@ impl Model {
             Target::Patched => Target::Unpatched,
             Target::Unpatched => Target::Patched,
         };
-        t.blocked = false;
+        t.held_by_park = false;
+        t.held_by_spinner = false;
         let module = t.module.clone();
         let index = self.patch_index(&module).expect("transition patch listed");
         self.patches[index].enabled = !self.patches[index].enabled;
@@ -87,7 +92,8 @@ impl Model {
         let Some(t) = self.transition.as_mut().filter(|t| t.module == module) else {
             return Response::Refused("EINVAL");
         };
-        t.blocked = false;
+        t.held_by_park = false;
+        t.held_by_spinner = false;
         let target = t.target;
         let replace = self.def(module).replace;
         // Before 2957308343fa (5.18) every installed patch was marked.
@@ -99,6 +105,22 @@ impl Model {
                 target == Target::Patched && replace
             };
             patch.forced |= leaving || !only_leaving;
+        }
+        Response::Done
+    }
+
+    /// klp_target's spin knob: start or stop the CPU-bound thread. One
+    /// started during a transition copies an already switched parent's
+    /// state (klp_copy_process()), so it holds nothing.
+    pub(super) fn spin(&mut self, on: bool) -> Response {
+        if !self.target_loaded() {
+            return Response::Refused("ENOENT");
+        }
+        self.spinning = on;
+        if !on {
+            if let Some(t) = &mut self.transition {
+                t.held_by_spinner = false;
+            }
         }
         Response::Done
     }

@@ -55,6 +55,8 @@ pub fn op(action: &Action) -> Result<Option<Op>, String> {
         Kind::Force => Op::Force(module),
         Kind::Park => Op::Park,
         Kind::Release => Op::Release,
+        Kind::Spin => Op::Spin,
+        Kind::StopSpin => Op::StopSpin,
         Kind::Run => return Ok(None),
         Kind::Write => write_op(&action.operand, action.value.as_deref().unwrap_or_default())?,
     }))

@@ -132,6 +132,13 @@ pub struct Step {
     /// Let the parked kthread leave klp_target_busy_wait().
     #[schemars(with = "Option<String>")]
     pub release: Option<Spanned<String>>,
+    /// Start klp_target's CPU-bound kthread, which loops on cond_resched()
+    /// outside any patched function and never sleeps.
+    #[schemars(with = "Option<String>")]
+    pub spin: Option<Spanned<String>>,
+    /// Stop the CPU-bound kthread.
+    #[schemars(with = "Option<String>")]
+    pub stop_spin: Option<Spanned<String>>,
     /// Run `steps` this many times.
     #[schemars(with = "Option<u32>")]
     pub repeat: Option<Spanned<u32>>,

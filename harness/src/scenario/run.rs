@@ -270,6 +270,8 @@ fn guest_command(action: &Action, limits: Limits) -> String {
         ),
         Kind::Park => format!("echo 1 > {target}/park"),
         Kind::Release => format!("echo 0 > {target}/park"),
+        Kind::Spin => format!("echo 1 > {target}/spin"),
+        Kind::StopSpin => format!("echo 0 > {target}/spin"),
     }
 }
 

@@ -43,6 +43,8 @@ pub enum Kind {
     Write,
     Park,
     Release,
+    Spin,
+    StopSpin,
 }
 
 /// What an action's operand names, and so what the loader checks it against.
@@ -155,6 +157,20 @@ pub const ACTIONS: &[ActionKind] = &[
         effect: Effect::NeedsLoaded,
         field: |step| &step.release,
     },
+    ActionKind {
+        kind: Kind::Spin,
+        key: "spin",
+        operand: Operand::Target,
+        effect: Effect::NeedsLoaded,
+        field: |step| &step.spin,
+    },
+    ActionKind {
+        kind: Kind::StopSpin,
+        key: "stop_spin",
+        operand: Operand::Target,
+        effect: Effect::NeedsLoaded,
+        field: |step| &step.stop_spin,
+    },
 ];
 
 impl Kind {
@@ -234,6 +250,8 @@ mod tests {
             Kind::Write,
             Kind::Park,
             Kind::Release,
+            Kind::Spin,
+            Kind::StopSpin,
         ];
         assert_eq!(ACTIONS.len(), kinds.len());
         for kind in kinds {
