@@ -105,12 +105,10 @@ fn restore(saved: &Path, config: &VmConfig, limits: StartLimits) -> Result<Guest
 /// Everything the saved state depends on.
 fn key(config: &VmConfig) -> Result<String> {
     let mut hash = ContentHash::new();
-    hash.add("format", "1")
+    hash.add("format", "2")
         .add_file("bzimage", &config.bzimage)?
         .add_file("initramfs", &config.initramfs)?
-        .add("memory", config.memory_mb.to_string())
-        .add("cpus", config.cpus.to_string())
-        .add("accel", config.accel.name())
+        .add("hardware", vm::hardware_args(config).join(" "))
         .add("append", vm::APPEND)
         .add("qemu", qemu_version()?);
     Ok(hash.finish())

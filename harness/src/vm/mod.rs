@@ -87,13 +87,7 @@ impl Vm {
             .args(["-nodefaults", "-no-reboot", "-display", "none"])
             .arg("-monitor")
             .arg(format!("unix:{},server=on,wait=off", monitor.display()))
-            .args(config.accel.qemu_args())
-            .args([
-                "-m",
-                &config.memory_mb.to_string(),
-                "-smp",
-                &config.cpus.to_string(),
-            ])
+            .args(hardware_args(config))
             .arg("-kernel")
             .arg(&config.bzimage)
             .arg("-initrd")
@@ -115,8 +109,6 @@ impl Vm {
                 "socket,id=control,path={},server=on,wait=on",
                 socket.display()
             ))
-            .args(["-device", "virtio-serial-pci"])
-            .args(["-device", "virtserialport,chardev=control,name=klp.control"])
             .args(config.incoming.iter().flat_map(|state| {
                 [
                     "-incoming".to_string(),
@@ -224,6 +216,30 @@ impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The guest's hardware as QEMU's arguments: what a saved state must have
+/// been made with to be started again.
+pub fn hardware_args(config: &VmConfig) -> Vec<String> {
+    let mut args: Vec<String> = config
+        .accel
+        .qemu_args()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.extend([
+        "-m".to_string(),
+        config.memory_mb.to_string(),
+        // One socket per CPU: a kernel without ACPI finds CPUs in the MP
+        // table, where SeaBIOS lists only the first CPU of each package.
+        "-smp".to_string(),
+        format!("{0},sockets={0},cores=1,threads=1", config.cpus),
+        "-device".to_string(),
+        "virtio-serial-pci".to_string(),
+        "-device".to_string(),
+        "virtserialport,chardev=control,name=klp.control".to_string(),
+    ]);
+    args
 }
 
 /// A command as a shell would take it back: each word single-quoted
