@@ -17,18 +17,32 @@ use std::path::Path;
 pub struct Behaviour {
     /// How scenarios (`fix:`) and the model name it.
     pub id: &'static str,
-    /// What a kernel with the change does that one without it does not.
-    pub what: &'static str,
+    /// What a kernel without the change does.
+    pub before: &'static str,
+    /// What a kernel with the change does.
+    pub after: &'static str,
     /// The upstream commit(s), first 12 hex digits, and the first one's
     /// title, where they could be named.
     pub commits: &'static [&'static str],
     pub title: Option<&'static str>,
     /// The first upstream release with the change.
     pub since: &'static str,
+    /// A later change that took it away again.
+    pub until: Option<Removal>,
     /// A livepatch sysfs attribute the change added.
     pub sysfs: Option<&'static str>,
     /// How a source tree shows whether it has the change.
     pub detect: Option<Detect>,
+    /// Whether the reference model predicts both sides.
+    pub modelled: bool,
+}
+
+/// The release and commit that removed a behaviour again.
+#[derive(Debug)]
+pub struct Removal {
+    pub release: &'static str,
+    pub commit: &'static str,
+    pub title: &'static str,
 }
 
 /// Text that only a tree with the change has, in one file (whitespace
@@ -40,99 +54,229 @@ pub struct Detect {
     pub with: &'static str,
 }
 
-/// Every behaviour the harness knows, oldest first.
+/// Every behaviour the harness knows, oldest first. Read from the
+/// kernel/livepatch, include/linux, kernel/sched and arch/x86 sources of
+/// 5.10.262, 6.1.192, 6.12.117 and 7.2.13; the commits and releases from
+/// the live-patching list's pull requests.
 pub const BEHAVIOURS: &[Behaviour] = &[
     Behaviour {
         id: "sysfs-enabled",
-        what: "/sys/kernel/livepatch/<patch>/enabled",
+        before: "no livepatch sysfs",
+        after: "/sys/kernel/livepatch/<patch>/enabled",
         commits: &[],
         title: None,
         since: "4.0",
+        until: None,
         sysfs: Some("enabled"),
         detect: None,
+        modelled: true,
     },
     Behaviour {
         id: "sysfs-transition",
-        what: "/sys/kernel/livepatch/<patch>/transition",
+        before: "no transition attribute",
+        after: "/sys/kernel/livepatch/<patch>/transition",
         commits: &[],
         title: None,
         since: "4.12",
+        until: None,
         sysfs: Some("transition"),
         detect: None,
+        modelled: true,
     },
     Behaviour {
         id: "sysfs-force",
-        what: "/sys/kernel/livepatch/<patch>/force",
+        before: "no force attribute",
+        after: "/sys/kernel/livepatch/<patch>/force",
         commits: &[],
         title: None,
         since: "4.15",
+        until: None,
         sysfs: Some("force"),
         detect: None,
+        modelled: true,
+    },
+    Behaviour {
+        id: "idle-cpu-kicked",
+        before: "the idle task of an idle CPU stays unswitched until that CPU schedules, \
+                 and holds the transition meanwhile",
+        after: "each retry wakes idle CPUs (wake_up_if_idle()), whose idle task then switches",
+        commits: &["5de62ea84abd"],
+        title: Some("sched,livepatch: Use wake_up_if_idle()"),
+        since: "5.16",
+        until: None,
+        sysfs: None,
+        detect: Some(Detect {
+            file: "kernel/livepatch/transition.c",
+            with: "wake_up_if_idle(cpu);",
+        }),
+        modelled: false,
+    },
+    Behaviour {
+        id: "null-funcs-checked-first",
+        before: "a patch with no objects or an object with no functions is refused (EINVAL) \
+                 after the compatibility check, which may log first",
+        after: "refused first, silently",
+        commits: &["5ef3dd20555e"],
+        title: Some("livepatch: Fix kobject refcount bug on klp_init_patch_early failure path"),
+        since: "5.17",
+        until: None,
+        sysfs: None,
+        detect: Some(Detect {
+            file: "kernel/livepatch/core.c",
+            with: "if (!patch || !patch->mod || !patch->objs) return -EINVAL;",
+        }),
+        modelled: false,
     },
     Behaviour {
         id: "force-pins-only-the-transition-patch",
-        what: "forcing a transition marks only the patch in transition as forced: \
-               patches below it can still be disabled and their modules removed",
+        before: "forcing a transition marks every installed patch forced: all their \
+                 modules stay pinned for good",
+        after: "only the patches the forced transition removes are marked; the others \
+                can be disabled and their modules removed",
         commits: &["2957308343fa"],
         title: Some("livepatch: Don't block removal of patches that are safe to unload"),
         since: "5.18",
+        until: None,
         sysfs: None,
         detect: Some(Detect {
             file: "kernel/livepatch/transition.c",
             with: "klp_transition_patch->forced = true;",
         }),
+        modelled: true,
     },
     Behaviour {
         id: "sysfs-patched",
-        what: "/sys/kernel/livepatch/<patch>/<object>/patched",
+        before: "no per-object attribute",
+        after: "/sys/kernel/livepatch/<patch>/<object>/patched",
         commits: &["bb26cfd9e77e"],
-        title: None,
+        title: Some("livepatch: add sysfs entry \"patched\" for each klp_object"),
         since: "6.1",
+        until: None,
         sysfs: Some("patched"),
         detect: Some(Detect {
             file: "kernel/livepatch/core.c",
             with: "patched_show(",
         }),
+        modelled: true,
+    },
+    Behaviour {
+        id: "long-function-names",
+        before: "a function whose name has 128 characters or more cannot be patched \
+                 (EINVAL from klp_init_func())",
+        after: "names up to 511 characters",
+        commits: &["b8a94bfb3395"],
+        title: Some("kallsyms: increase maximum kernel symbol length to 512"),
+        since: "6.1",
+        until: None,
+        sysfs: None,
+        detect: Some(Detect {
+            file: "include/linux/kallsyms.h",
+            with: "#define KSYM_NAME_LEN 512",
+        }),
+        modelled: false,
+    },
+    Behaviour {
+        id: "klp-relocs-cleared-on-module-unload",
+        before: "the klp relocations a livepatch applied for a module stay written when \
+                 the module is removed: loading it again fails with ENOEXEC",
+        after: "klp_module_going() clears them; the module loads and is patched again",
+        commits: &["0c05e7bd2d01", "bbb93362a445"],
+        title: Some("livepatch,x86: Clear relocation targets on a module removal"),
+        since: "6.3",
+        until: None,
+        sysfs: None,
+        detect: Some(Detect {
+            file: "kernel/livepatch/core.c",
+            with: "klp_clear_object_relocs(",
+        }),
+        modelled: false,
     },
     Behaviour {
         id: "cond-resched-switches-task",
-        what: "a task that loops calling cond_resched() switches itself to the \
-               transition's target state, so a CPU-bound kernel thread no longer \
-               holds a transition open",
-        commits: &["e3ff7c609f39", "383439d3d400"],
-        title: None,
+        before: "a task that is running cannot be switched: a kernel thread that loops on \
+                 cond_resched() without sleeping holds a transition open",
+        after: "cond_resched() switches the calling task when its stack allows it",
+        commits: &["e3ff7c609f39", "383439d3d400", "e92606fa172f"],
+        title: Some("livepatch,sched: Add livepatch task switching to cond_resched()"),
         since: "6.4",
+        until: Some(Removal {
+            release: "6.16",
+            commit: "676e8cf70cb0",
+            title: "sched,livepatch: Untangle cond_resched() and live-patching",
+        }),
         sysfs: None,
         detect: Some(Detect {
-            file: "kernel/livepatch/transition.c",
-            with: "void __klp_sched_try_switch(void)",
+            file: "include/linux/sched.h",
+            with: "klp_sched_try_switch();",
         }),
+        modelled: true,
     },
     Behaviour {
         id: "sysfs-replace",
-        what: "/sys/kernel/livepatch/<patch>/replace",
+        before: "no replace attribute",
+        after: "/sys/kernel/livepatch/<patch>/replace",
         commits: &["adb68ed26a3e"],
-        title: None,
+        title: Some("livepatch: Add \"replace\" sysfs attribute"),
         since: "6.11",
+        until: None,
         sysfs: Some("replace"),
         detect: Some(Detect {
             file: "kernel/livepatch/core.c",
             with: "static ssize_t replace_show(",
         }),
+        modelled: true,
     },
     Behaviour {
         id: "sysfs-stack-order",
-        what: "/sys/kernel/livepatch/<patch>/stack_order",
+        before: "no stack_order attribute",
+        after: "/sys/kernel/livepatch/<patch>/stack_order",
         commits: &["3dae09de4061"],
-        title: None,
+        title: Some("livepatch: Add stack_order sysfs attribute"),
         since: "6.14",
+        until: None,
         sysfs: Some("stack_order"),
         detect: Some(Detect {
             file: "kernel/livepatch/core.c",
             with: "static ssize_t stack_order_show(",
         }),
+        modelled: true,
+    },
+    Behaviour {
+        id: "freezable-sleep-switches-task",
+        before: "(see cond-resched-switches-task)",
+        after: "a task switches itself when it goes to sleep with TASK_FREEZABLE; \
+                cond_resched() and preemption no longer switch it",
+        commits: &["676e8cf70cb0"],
+        title: Some("sched,livepatch: Untangle cond_resched() and live-patching"),
+        since: "6.16",
+        until: None,
+        sysfs: None,
+        detect: Some(Detect {
+            file: "include/linux/livepatch_sched.h",
+            with: "TASK_FREEZABLE",
+        }),
+        modelled: false,
     },
 ];
+
+/// Rows are told apart by their id.
+impl PartialEq for Behaviour {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Behaviour {
+    /// Whether an upstream release of this version has the behaviour.
+    pub fn in_release(&self, version: &[u32]) -> bool {
+        let release = |text: &str| parse_version(text).expect("valid table");
+        compare(version, &release(self.since)).is_ge()
+            && self
+                .until
+                .as_ref()
+                .is_none_or(|until| compare(version, &release(until.release)).is_lt())
+    }
+}
 
 pub fn find(id: &str) -> Option<&'static Behaviour> {
     BEHAVIOURS.iter().find(|behaviour| behaviour.id == id)
@@ -174,10 +318,7 @@ impl Profile {
         let decided = BEHAVIOURS
             .iter()
             .map(|behaviour| {
-                let by_version = || {
-                    let since = parse_version(behaviour.since).expect("valid table");
-                    (compare(version, &since).is_ge(), Basis::Version)
-                };
+                let by_version = || (behaviour.in_release(version), Basis::Version);
                 let decision = match (source, &behaviour.detect) {
                     (Some(tree), Some(detect)) => {
                         detect_in(tree, detect).unwrap_or_else(by_version)
