@@ -1,7 +1,8 @@
 //! verdicts ──> terminal table, JSON for tools, or a Markdown kernel ×
 //! scenario table for README.md.
 
-use crate::scenario::{Failure, Outcome, Verdict};
+use crate::kernel::behaviour::Basis;
+use crate::scenario::{Failure, KnownBug, Outcome, Verdict};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -51,6 +52,8 @@ struct JsonVerdict<'a> {
     reason: Option<&'a str>,
     /// Why it failed.
     failure: Option<JsonFailure<'a>>,
+    /// The upstream bug it reproduces, on a kernel without the fix.
+    known_bug: Option<JsonKnownBug<'a>>,
     seconds: f64,
     accel: Option<&'static str>,
     ready_seconds: Option<f64>,
@@ -99,14 +102,54 @@ impl<'a> JsonFailure<'a> {
     }
 }
 
+#[derive(Serialize)]
+struct JsonKnownBug<'a> {
+    /// The row of the kernel behaviour table.
+    fix: &'static str,
+    commits: &'static [&'static str],
+    title: Option<&'static str>,
+    fixed_in: &'static str,
+    /// "source" or "version": how the fix was found absent.
+    decided_from: &'static str,
+    /// The file of the source tree that decided it.
+    source_file: Option<&'static str>,
+    /// Where and how the bug showed.
+    failure: JsonFailure<'a>,
+}
+
+impl<'a> JsonKnownBug<'a> {
+    fn of(bug: &'a KnownBug) -> Self {
+        let (decided_from, source_file) = match &bug.basis {
+            Basis::Source(file) => ("source", Some(*file)),
+            Basis::Version => ("version", None),
+        };
+        JsonKnownBug {
+            fix: bug.fix.id,
+            commits: bug.fix.commits,
+            title: bug.fix.title,
+            fixed_in: bug.fix.since,
+            decided_from,
+            source_file,
+            failure: JsonFailure::of(&bug.failure),
+        }
+    }
+}
+
 fn json(verdicts: &[Verdict]) -> String {
     let rows: Vec<JsonVerdict> = verdicts
         .iter()
         .map(|v| {
-            let (result, reason, failure) = match &v.outcome {
-                Outcome::Pass => ("pass", None, None),
-                Outcome::Fail(failure) => ("fail", None, Some(JsonFailure::of(failure))),
-                Outcome::NotApplicable(why) => ("n/a", Some(why.as_str()), None),
+            let (reason, failure, known_bug) = match &v.outcome {
+                Outcome::Pass => (None, None, None),
+                Outcome::Fail(failure) => (None, Some(JsonFailure::of(failure)), None),
+                Outcome::NotApplicable(why) => (Some(why.as_str()), None, None),
+                Outcome::KnownBug(bug) => (None, None, Some(JsonKnownBug::of(bug))),
+            };
+            let result = match &v.outcome {
+                Outcome::Pass => "pass",
+                Outcome::Fail(_) => "fail",
+                Outcome::NotApplicable(_) => "n/a",
+                Outcome::KnownBug(_) => "known-bug",
             };
             JsonVerdict {
                 scenario: &v.scenario,
@@ -114,6 +157,7 @@ fn json(verdicts: &[Verdict]) -> String {
                 result,
                 reason,
                 failure,
+                known_bug,
                 seconds: v.duration.as_secs_f64(),
                 accel: v.accel,
                 ready_seconds: v.boot.map(|b| b.ready.as_secs_f64()),
@@ -151,6 +195,9 @@ fn markdown(verdicts: &[Verdict], rules: &BTreeMap<String, String>) -> String {
                         Outcome::Pass => "pass".to_string(),
                         Outcome::Fail(_) => "**FAIL**".to_string(),
                         Outcome::NotApplicable(why) => format!("n/a: {}", why.replace('|', "\\|")),
+                        Outcome::KnownBug(bug) => {
+                            format!("known bug {}", bug.fix.commits.join("+"))
+                        }
                     })
             })
             .collect();
@@ -165,6 +212,41 @@ pub fn outcome_word(outcome: &Outcome) -> String {
         Outcome::Pass => "pass".to_string(),
         Outcome::Fail(_) => "FAIL".to_string(),
         Outcome::NotApplicable(reason) => format!("n/a ({reason})"),
+        Outcome::KnownBug(bug) => format!("known bug {}", bug.fix.commits.join("+")),
+    }
+}
+
+/// How many verdicts came to each outcome.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub not_applicable: usize,
+    pub known_bugs: usize,
+}
+
+impl Counts {
+    pub fn of(verdicts: &[Verdict]) -> Self {
+        let mut counts = Counts::default();
+        for verdict in verdicts {
+            match verdict.outcome {
+                Outcome::Pass => counts.passed += 1,
+                Outcome::Fail(_) => counts.failed += 1,
+                Outcome::NotApplicable(_) => counts.not_applicable += 1,
+                Outcome::KnownBug(_) => counts.known_bugs += 1,
+            }
+        }
+        counts
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} passed, {} failed, {} reproduce known bugs, {} not applicable",
+            self.passed, self.failed, self.known_bugs, self.not_applicable
+        )
     }
 }
 
@@ -180,11 +262,13 @@ pub fn repro_table(verdicts: &[Verdict]) -> String {
                     failure.to_string().lines().next().unwrap_or("").to_string()
                 }
                 Outcome::NotApplicable(why) => why.clone(),
+                Outcome::KnownBug(bug) => bug.to_string(),
             };
             let result = match v.outcome {
                 Outcome::Pass => "pass",
                 Outcome::Fail(_) => "FAIL",
                 Outcome::NotApplicable(_) => "n/a",
+                Outcome::KnownBug(_) => "known bug",
             };
             [
                 v.kernel.clone(),
@@ -229,9 +313,10 @@ pub fn repro_table(verdicts: &[Verdict]) -> String {
         }
     };
     out += &format!(
-        "passes on: {}\nfails on: {}\n",
+        "passes on: {}\nfails on: {}\nreproduces a known bug on: {}\n",
         names(|o| *o == Outcome::Pass),
-        names(|o| matches!(o, Outcome::Fail(_)))
+        names(|o| matches!(o, Outcome::Fail(_))),
+        names(|o| matches!(o, Outcome::KnownBug(_)))
     );
     out
 }
@@ -286,16 +371,7 @@ pub fn table(verdicts: &[Verdict]) -> String {
     for row in &rows {
         out += &line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
     }
-    let failed = verdicts
-        .iter()
-        .filter(|v| matches!(v.outcome, Outcome::Fail(_)))
-        .count();
-    let passed = verdicts
-        .iter()
-        .filter(|v| v.outcome == Outcome::Pass)
-        .count();
-    let skipped = verdicts.len() - failed - passed;
-    out += &format!("{passed} passed, {failed} failed, {skipped} not applicable\n");
+    out += &format!("{}\n", Counts::of(verdicts));
     out
 }
 
@@ -316,6 +392,17 @@ mod tests {
             guest_time: None,
             artifacts: Default::default(),
         }
+    }
+
+    fn known_bug() -> Outcome {
+        let Outcome::Fail(failure) = failure("unload: expected success") else {
+            unreachable!()
+        };
+        Outcome::KnownBug(KnownBug {
+            fix: crate::kernel::behaviour::find("force-pins-only-the-transition-patch").unwrap(),
+            basis: Basis::Source("kernel/livepatch/transition.c"),
+            failure,
+        })
     }
 
     fn failure(message: &str) -> Outcome {
@@ -347,13 +434,17 @@ mod tests {
         let mut old = verdict(failure("s.yaml:4:5: step 2: expected 1, found 0\nmore"));
         old.kernel = "src-5.10".into();
         old.kernel_version = Some("5.10.262".into());
-        let table = repro_table(&[old, verdict(Outcome::Pass)]);
+        let mut buggy = verdict(known_bug());
+        buggy.kernel = "k2".into();
+        let table = repro_table(&[old, verdict(Outcome::Pass), buggy]);
         assert_eq!(
             table,
-            "kernel    version   result  detail\n\
-             src-5.10  5.10.262  FAIL    s.yaml:4:5: step 2: expected 1, found 0\n\
+            "kernel    version   result     detail\n\
+             src-5.10  5.10.262  FAIL       s.yaml:4:5: step 2: expected 1, found 0\n\
              k         6.12.117  pass\n\
-             passes on: k\nfails on: src-5.10\n"
+             k2        6.12.117  known bug  reproduces known bug 2957308343fa (fixed in 5.18; \
+             fix absent, decided from the source (kernel/livepatch/transition.c))\n\
+             passes on: k\nfails on: src-5.10\nreproduces a known bug on: k2\n"
         );
     }
 
@@ -369,16 +460,37 @@ mod tests {
         assert_eq!(parsed[0]["seconds"], 1.5);
         assert_eq!(parsed[1]["result"], "n/a");
         assert_eq!(parsed[1]["reason"], "too old");
+        let parsed: serde_json::Value =
+            serde_json::from_str(&json(&[verdict(known_bug())])).unwrap();
+        let bug = &parsed[0]["known_bug"];
+        assert_eq!(parsed[0]["result"], "known-bug");
+        assert_eq!(bug["commits"][0], "2957308343fa");
+        assert_eq!(bug["fixed_in"], "5.18");
+        assert_eq!(bug["decided_from"], "source");
+        assert_eq!(bug["source_file"], "kernel/livepatch/transition.c");
+        assert_eq!(bug["failure"]["message"], "unload: expected success");
     }
 
     #[test]
     fn table_counts_every_outcome() {
-        let table = table(&[verdict(Outcome::Pass), verdict(failure("x"))]);
+        let table = table(&[
+            verdict(Outcome::Pass),
+            verdict(failure("x")),
+            verdict(known_bug()),
+        ]);
         let fail_row = table.lines().find(|line| line.contains("FAIL")).unwrap();
         assert_eq!(
             fail_row.split_whitespace().collect::<Vec<_>>(),
             ["s", "k", "FAIL", "1.5s", "tcg", "-"]
         );
-        assert!(table.ends_with("1 passed, 1 failed, 0 not applicable\n"));
+        let bug_row = table
+            .lines()
+            .find(|line| line.contains("known bug"))
+            .unwrap();
+        assert!(bug_row.contains("known bug 2957308343fa"), "{bug_row}");
+        assert!(
+            table.ends_with("1 passed, 1 failed, 1 reproduce known bugs, 0 not applicable\n"),
+            "{table}"
+        );
     }
 }

@@ -50,6 +50,13 @@ pub struct ScenarioFile {
     /// otherwise fail it.
     #[serde(default)]
     pub allow: Allow,
+    /// The upstream fix this scenario checks: a row of the kernel behaviour
+    /// table (`klp-harness kernel show` lists them), e.g.
+    /// force-pins-only-the-transition-patch. On a kernel without the fix,
+    /// a failure at a step marked `shows_bug` is reported as "reproduces
+    /// known bug"; with the fix, the scenario must pass.
+    #[schemars(with = "Option<String>")]
+    pub fix: Option<Spanned<String>>,
 }
 
 /// Every scenario fails on a kernel warning, BUG, Oops, lockdep report or
@@ -155,6 +162,10 @@ pub struct Step {
     /// Whether `load`/`disable` wait for the transition to end (default true).
     #[serde(default = "yes")]
     pub wait_transition: bool,
+    /// On a kernel without the scenario's `fix`, this step fails: that is
+    /// the known bug showing.
+    #[serde(default)]
+    pub shows_bug: bool,
     #[serde(default)]
     pub expect: Expect,
 }

@@ -4,7 +4,8 @@
 use super::discover::local_fixtures_dir;
 use super::format::{Allow, ScenarioFile};
 use crate::fixture::{self, ExternalDir, Fixture, FixtureSource};
-use crate::kernel::{behaviour, version};
+use crate::kernel::behaviour::{self, Behaviour};
+use crate::kernel::version;
 use crate::project::Project;
 use crate::yaml::Position;
 use anyhow::{bail, Result};
@@ -21,6 +22,8 @@ pub struct Header {
     /// Some fixture is built from the kernel's own source tree.
     pub needs_kernel_source: bool,
     pub allow: Allowances,
+    /// The upstream fix it checks.
+    pub fix: Option<&'static Behaviour>,
 }
 
 /// Kernel log lines and taint flags a scenario tolerates.
@@ -159,7 +162,12 @@ pub fn check(project: &Project, file: &Path, raw: &ScenarioFile) -> Result<Heade
         }
     }
     let allow = check_allow(file, &raw.allow)?;
+    let fix = match &raw.fix {
+        None => None,
+        Some(id) => Some(check_fix(&at(&id.referenced), &id.value)?),
+    };
     Ok(Header {
+        fix,
         rules,
         kernels,
         requires,
@@ -167,6 +175,26 @@ pub fn check(project: &Project, file: &Path, raw: &ScenarioFile) -> Result<Heade
         needs_kernel_source,
         allow,
     })
+}
+
+/// A `fix:` names a behaviour row with an upstream commit.
+fn check_fix(at: &Position, id: &str) -> Result<&'static Behaviour> {
+    let fixes: Vec<&str> = behaviour::BEHAVIOURS
+        .iter()
+        .filter(|b| !b.commits.is_empty())
+        .map(|b| b.id)
+        .collect();
+    match behaviour::find(id) {
+        Some(found) if !found.commits.is_empty() => Ok(found),
+        Some(_) => bail!(
+            "{at}: {id:?} names no upstream commit; expected one of: {}",
+            fixes.join(", ")
+        ),
+        None => bail!(
+            "{at}: unknown fix {id:?}; expected one of: {}",
+            fixes.join(", ")
+        ),
+    }
 }
 
 fn check_allow(file: &Path, allow: &Allow) -> Result<Allowances> {

@@ -7,6 +7,7 @@ use super::header::{self, Allowances, Requirements};
 use super::step::CheckedStep;
 use super::steps::{check_order, check_steps, BlockContext};
 use crate::fixture::Fixture;
+use crate::kernel::behaviour::Behaviour;
 use crate::project::Project;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub struct Scenario {
     pub model: Option<crate::model::Defs>,
     /// Boot rather than start from a saved guest state.
     pub fresh_boot: bool,
+    /// The upstream fix it checks; its `shows_bug` steps fail without it.
+    pub fix: Option<&'static Behaviour>,
 }
 
 pub fn load(project: &Project, file: &Path) -> Result<Scenario> {
@@ -54,6 +57,7 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
     };
     check_steps(&context, raw.steps, "", &mut steps)?;
     check_order(&steps)?;
+    check_shows_bug(file, header.fix, &steps)?;
     let model = if steps.iter().any(|step| step.follow_model) {
         Some(super::follow::model_defs(&header.fixtures, &steps)?)
     } else {
@@ -72,7 +76,28 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         allow: header.allow,
         model,
         fresh_boot: raw.fresh_boot,
+        fix: header.fix,
     })
+}
+
+/// `shows_bug` marks where a scenario's `fix` shows, so one needs the other.
+fn check_shows_bug(file: &Path, fix: Option<&Behaviour>, steps: &[CheckedStep]) -> Result<()> {
+    let marked = steps.iter().find(|step| step.shows_bug);
+    match (fix, marked) {
+        (Some(fix), None) => bail!(
+            "{}: `fix: {}` needs a step marked `shows_bug: true`, where the bug shows \
+             on a kernel without the fix",
+            file.display(),
+            fix.id
+        ),
+        (None, Some(step)) => bail!(
+            "{}: step {} is marked `shows_bug`, but the scenario names no `fix`; \
+             expected `fix: <behaviour id>` at the top",
+            step.position,
+            step.label
+        ),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -104,7 +129,7 @@ mod tests {
     #[test]
     fn misspelt_top_level_key() {
         let err = error_of("description: d\nfixture: [klp_target]\nsteps: []\n");
-        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, rules, kernels, requires, fixtures, external, steps, fresh_boot, follow_model, allow");
+        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, rules, kernels, requires, fixtures, external, steps, fresh_boot, follow_model, allow, fix");
     }
 
     #[test]
@@ -363,6 +388,44 @@ mod tests {
     fn unknown_rule() {
         let err = error_of("description: d\nrules: [R2, R15]\nfixtures: []\nsteps: []\n");
         assert_eq!(err, "s.yaml:2:13: unknown rule \"R15\"; expected R1 to R14");
+    }
+
+    #[test]
+    fn a_fix_must_be_a_known_upstream_change() {
+        let err = error_of(&format!("fix: faster-coffee\n{HEAD}  - load: klp_target\n"));
+        assert!(
+            err.starts_with("s.yaml:1:6: unknown fix \"faster-coffee\"; expected one of: "),
+            "{err}"
+        );
+        assert!(
+            err.contains("force-pins-only-the-transition-patch"),
+            "{err}"
+        );
+        let err = error_of(&format!("fix: sysfs-enabled\n{HEAD}  - load: klp_target\n"));
+        assert!(err.contains("names no upstream commit"), "{err}");
+    }
+
+    #[test]
+    fn a_fix_and_the_step_that_shows_it_go_together() {
+        let fix = "fix: force-pins-only-the-transition-patch\n";
+        let err = error_of(&format!("{fix}{HEAD}  - load: klp_target\n"));
+        assert!(
+            err.contains("needs a step marked `shows_bug: true`"),
+            "{err}"
+        );
+        let err = error_of(&format!(
+            "{HEAD}  - load: klp_target\n    shows_bug: true\n"
+        ));
+        assert!(
+            err.starts_with(
+                "s.yaml:4:5: step 1 is marked `shows_bug`, but the scenario names no `fix`"
+            ),
+            "{err}"
+        );
+        let text = format!("{fix}{HEAD}  - load: klp_target\n    shows_bug: true\n");
+        let scenario = parse(&project(), Path::new("s.yaml"), &text).unwrap();
+        assert_eq!(scenario.fix.map(|f| f.commits), Some(&["2957308343fa"][..]));
+        assert!(scenario.steps[0].shows_bug);
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub use pool::{default_jobs, execute_many};
 pub use run::{run_steps, Settings};
 pub use session::{boot_guest, execute, shell, Timeouts};
 pub use step::{Action, Kind};
-pub use verdict::{applicability, artifacts_dir, FailedStep, Failure, Mismatch, Outcome, Verdict};
+pub use verdict::{
+    applicability, artifacts_dir, FailedStep, Failure, KnownBug, Mismatch, Outcome, Verdict,
+};
 
 /// The JSON Schema of scenario files, as kept in schema/scenario.schema.json
 /// for editors (e.g. yaml-language-server).

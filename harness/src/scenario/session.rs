@@ -4,10 +4,10 @@
 use super::artifacts::{self, rerun_command};
 use super::load::Scenario;
 use super::run;
-use super::verdict::{applicability, Failure, Outcome, Verdict};
+use super::verdict::{applicability, Failure, KnownBug, Outcome, StepError, Verdict};
 use crate::cache::Cache;
 use crate::guest::{snapshot, Guest};
-use crate::kernel::behaviour::Profile;
+use crate::kernel::behaviour::{Basis, Profile};
 use crate::kernel::KernelSpec;
 use crate::project::Project;
 use crate::vm::VmConfig;
@@ -51,20 +51,64 @@ pub fn execute(
 ) -> Verdict {
     let started = Instant::now();
     let mut verdict = Verdict::new(project, scenario, spec);
-    let artifacts = verdict.artifacts.clone();
     if let Some(reason) = applicability(scenario, spec, spec.profile_hint().as_ref()) {
         verdict.outcome = Outcome::NotApplicable(reason);
         return verdict;
     }
-    if let Err(err) = execute_inner(project, cache, scenario, spec, &mut verdict) {
-        verdict.outcome = Outcome::Fail(Failure::from_error(
-            &err,
-            artifacts,
+    let mut profile = None;
+    let result = execute_inner(project, cache, scenario, spec, &mut verdict, &mut profile);
+    let failure = |err: &anyhow::Error| {
+        Failure::from_error(
+            err,
+            verdict.artifacts.clone(),
             rerun_command(project, scenario, &spec.name),
-        ));
+        )
+    };
+    // The fix the scenario checks, when this kernel lacks it.
+    let absent = scenario
+        .fix
+        .zip(profile.as_ref())
+        .filter(|(fix, profile)| !profile.has(fix.id))
+        .map(|(fix, profile)| {
+            (
+                fix,
+                profile.basis(fix.id).cloned().unwrap_or(Basis::Version),
+            )
+        });
+    let outcome = match (result, absent) {
+        (Ok(()), None) => None,
+        (Ok(()), Some((fix, basis))) => {
+            let err = anyhow::anyhow!(
+                "expected known bug {} to show at a `shows_bug` step: the fix is absent \
+                 ({basis}), yet every step passed",
+                fix.commits.join("+")
+            );
+            Some(Outcome::Fail(failure(&err)))
+        }
+        (Err(err), Some((fix, basis))) if shows_bug(scenario, &err) => {
+            Some(Outcome::KnownBug(KnownBug {
+                fix,
+                basis,
+                failure: failure(&err),
+            }))
+        }
+        (Err(err), _) => Some(Outcome::Fail(failure(&err))),
+    };
+    if let Some(outcome) = outcome {
+        verdict.outcome = outcome;
     }
     verdict.duration = started.elapsed();
     verdict
+}
+
+/// Whether the run failed at a step marked `shows_bug`.
+fn shows_bug(scenario: &Scenario, err: &anyhow::Error) -> bool {
+    err.downcast_ref::<StepError>().is_some_and(|failed| {
+        scenario
+            .steps
+            .iter()
+            .any(|step| step.shows_bug && step.label == failed.step.label)
+    })
 }
 
 fn execute_inner(
@@ -73,10 +117,12 @@ fn execute_inner(
     scenario: &Scenario,
     spec: &KernelSpec,
     verdict: &mut Verdict,
+    kernel_has: &mut Option<Profile>,
 ) -> Result<()> {
     let Some((mut guest, profile)) = boot(project, cache, scenario, spec, verdict, false)? else {
         return Ok(());
     };
+    *kernel_has = Some(profile.clone());
     let mut trace = String::new();
     let result = run::run_steps(
         &mut guest,

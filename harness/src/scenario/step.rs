@@ -18,6 +18,8 @@ pub struct CheckedStep {
     pub wait_transition: bool,
     /// Checked against the reference model.
     pub follow_model: bool,
+    /// Fails on a kernel without the scenario's fix (the known bug).
+    pub shows_bug: bool,
     pub expect: Expect,
 }
 

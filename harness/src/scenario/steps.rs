@@ -179,6 +179,7 @@ fn check_step(
         expected_errno: step.error.map(|e| e.value),
         wait_transition: step.wait_transition,
         follow_model: step.follow_model.map_or(context.follow_model, |f| f.value),
+        shows_bug: step.shows_bug,
         expect: step.expect,
     })
 }

@@ -3,7 +3,7 @@
 
 use super::load::Scenario;
 use crate::guest::BootTimes;
-use crate::kernel::behaviour::{self, Profile};
+use crate::kernel::behaviour::{self, Basis, Behaviour, Profile};
 use crate::kernel::KernelSpec;
 use crate::project::Project;
 use crate::yaml::Position;
@@ -16,6 +16,34 @@ pub enum Outcome {
     Pass,
     Fail(Failure),
     NotApplicable(String),
+    /// The scenario's `fix` is absent from the kernel, and the bug showed
+    /// where the scenario said it would: not a failure of the suite.
+    KnownBug(KnownBug),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KnownBug {
+    pub fix: &'static Behaviour,
+    /// How the fix was found absent.
+    pub basis: Basis,
+    /// What the bug looked like.
+    pub failure: Failure,
+}
+
+impl fmt::Display for KnownBug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let removed = match &self.fix.until {
+            Some(until) => format!(", undone in {} by {}", until.release, until.commit),
+            None => String::new(),
+        };
+        write!(
+            f,
+            "reproduces known bug {} (fixed in {}{removed}; fix absent, {})",
+            self.fix.commits.join("+"),
+            self.fix.since,
+            self.basis
+        )
+    }
 }
 
 /// Why a scenario failed on a kernel.
