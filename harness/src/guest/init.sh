@@ -31,6 +31,9 @@ fi
 if grep -qw klp.shell /proc/cmdline; then
 	setsid cttyhack sh -l &
 fi
+# The shell and what it starts stay on CPU 0, so that a scenario can keep
+# a busy kernel thread on another CPU (klp_target's spin knob).
+taskset -p 1 $$ > /dev/null
 # A port takes one opener, hence one read-write open. It is not a tty: the shell is non-interactive, with no prompt and no
 # echo, and prints nothing but what the harness's commands print.
 exec sh -c 'printf "KLP-READY %s\n" "$0"; exec sh' "$uptime" <>"$control" >&0 2>&0
