@@ -49,6 +49,9 @@ pub struct Report {
     pub divergences: Vec<Divergence>,
     /// What the sequences did, by operation and outcome.
     pub tally: sequence::Tally,
+    /// Sequences that force ("force") or reverse ("reverse") a transition
+    /// and then disable or unload a patch involved.
+    pub rare_flows: std::collections::BTreeMap<&'static str, usize>,
     pub workspace: PathBuf,
 }
 
@@ -115,6 +118,7 @@ pub fn explore(
         pool: fixtures.iter().map(pool::PoolFixture::summary).collect(),
         divergences: Vec::new(),
         tally: sequence::Tally::new(),
+        rare_flows: Default::default(),
         workspace: workspace.clone(),
     };
     for run in 0..options.runs {
@@ -127,6 +131,9 @@ pub fn explore(
         report.steps += ops.len() + 1;
         if let Some(moves) = sequence::replay(&start, &ops) {
             sequence::tally(&mut report.tally, &moves);
+            if let Some(kind) = sequence::rare_flow(&start, &moves) {
+                *report.rare_flows.entry(kind).or_default() += 1;
+            }
         }
         let label = format!("sequence-{:04}", run + 1);
         if let Some(failure) = runner.run(&start, &ops, &label)? {
@@ -395,6 +402,23 @@ pub fn summary(report: &Report) -> String {
         let outcomes: Vec<String> = outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
         text.push_str(&format!("  {op:<8} {}\n", outcomes.join(", ")));
     }
+    let rare: usize = report.rare_flows.values().sum();
+    let kinds: Vec<String> = report
+        .rare_flows
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    text.push_str(&format!(
+        "sequences that force or reverse a transition, then disable or unload a patch \
+         involved: {rare} of {} ({:.0}%){}\n",
+        report.runs,
+        100.0 * rare as f64 / report.runs.max(1) as f64,
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", kinds.join(", "))
+        }
+    ));
     if report.divergences.is_empty() {
         text.push_str("no divergence from the reference model\n");
     }

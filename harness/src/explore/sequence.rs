@@ -3,8 +3,9 @@
 
 use crate::fixture::target::{self, MODULE as TARGET};
 use crate::model::{Model, Op, Response};
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 
 /// An operation with what the model says about it.
@@ -51,20 +52,47 @@ pub fn replay(start: &Model, ops: &[Op]) -> Option<Vec<Move>> {
     Some(moves)
 }
 
+/// How often a sequence sets out to force or reverse a held transition and
+/// then take the patches involved away: the rare flows, where kernels have
+/// differed (force marking, pinned modules, reversal to lower versions).
+const EPISODE_RATE: f64 = 0.4;
+
 /// A random sequence of about `steps` operations over the pool's patches.
 /// Every step that leaves a transition free to end is followed by a wait.
+/// Some sequences carry out an episode (see `EPISODE_RATE`) at a random
+/// point in their first half.
 pub fn generate(rng: &mut impl Rng, start: &Model, pool: &[String], steps: usize) -> Vec<Op> {
     let mut model = start.clone();
     let mut ops = Vec::new();
-    while ops.len() < steps {
-        let candidates = candidates(&model, pool);
-        let op = candidates
-            .choose_weighted(rng, |(_, weight)| *weight)
-            .expect("there is always a load or unload to choose")
-            .0
-            .clone();
+    let mut plan: VecDeque<Op> = VecDeque::new();
+    let mut episode_at = rng
+        .random_bool(EPISODE_RATE)
+        .then(|| rng.random_range(0..=steps / 2));
+    loop {
+        if episode_at.is_some_and(|at| ops.len() >= at) {
+            plan = episode(rng, &model, pool).unwrap_or_default();
+            episode_at = None;
+        }
+        let op = match plan.pop_front() {
+            Some(op) => op,
+            None if ops.len() < steps => {
+                let candidates = candidates(&model, pool);
+                candidates
+                    .choose_weighted(rng, |(_, weight)| *weight)
+                    .expect("there is always a load or unload to choose")
+                    .0
+                    .clone()
+            }
+            None => break,
+        };
         let wait = waits(&model, &op);
-        let prediction = model.step(&op, wait).expect("candidates are predictable");
+        let mut next = model.clone();
+        let Ok(prediction) = next.step(&op, wait) else {
+            // The plan met a state it did not foresee: drop the rest.
+            plan.clear();
+            continue;
+        };
+        model = next;
         ops.push(op);
         if !prediction.settled {
             let (module, _) = model.in_transition().expect("an unsettled transition");
@@ -74,6 +102,81 @@ pub fn generate(rng: &mut impl Rng, start: &Model, pool: &[String], steps: usize
         }
     }
     ops
+}
+
+/// Park the busy thread, start a transition it holds open (a load, or a
+/// disable), force or reverse it, release the thread, then disable and
+/// unload the patches involved. None when no transition can be held now.
+fn episode(rng: &mut impl Rng, model: &Model, pool: &[String]) -> Option<VecDeque<Op>> {
+    let mut parked = model.clone();
+    let park = (!parked.is_parked()).then_some(Op::Park);
+    if let Some(op) = &park {
+        parked.step(op, true).ok()?;
+    }
+    let listed = parked.stack();
+    let starters: Vec<(Op, &String)> = pool
+        .iter()
+        .flat_map(|module| {
+            let op = match (parked.is_loaded(module), listed.contains(module)) {
+                (false, _) => Some(Op::Load(module.clone())),
+                (true, true) => Some(Op::Disable(module.clone())),
+                (true, false) => None,
+            };
+            op.map(|op| (op, module))
+        })
+        .filter(|(op, module)| {
+            let mut probe = parked.clone();
+            probe
+                .step(op, false)
+                .is_ok_and(|p| p.outcome == Response::Done)
+                && probe.in_transition() == Some((module.as_str(), true))
+        })
+        .collect();
+    let (start, module) = starters.choose(rng)?;
+    let end = if rng.random_bool(0.5) {
+        Op::Force(module.to_string())
+    } else {
+        Op::Reverse(module.to_string())
+    };
+    let mut involved: Vec<&String> = listed.iter().chain([*module]).collect();
+    involved.dedup();
+    involved.shuffle(rng);
+    let mut plan: VecDeque<Op> = park.into_iter().collect();
+    plan.extend([start.clone(), end, Op::Release]);
+    for module in involved.into_iter().take(2) {
+        plan.push_back(Op::Disable(module.clone()));
+        plan.push_back(Op::Unload(module.clone()));
+    }
+    Some(plan)
+}
+
+/// Whether a sequence forces or reverses a transition and later disables
+/// or unloads a patch that was listed then (or was the one in transition):
+/// "force" or "reverse", the first such.
+pub fn rare_flow(start: &Model, moves: &[Move]) -> Option<&'static str> {
+    let mut model = start.clone();
+    let mut involved: Option<(&'static str, Vec<String>)> = None;
+    for m in moves {
+        if let (Some((kind, modules)), Op::Disable(x) | Op::Unload(x)) = (&involved, &m.op) {
+            if modules.contains(x) {
+                return Some(kind);
+            }
+        }
+        if m.outcome == Response::Done {
+            if let Op::Force(x) | Op::Reverse(x) = &m.op {
+                let kind = if matches!(m.op, Op::Force(_)) {
+                    "force"
+                } else {
+                    "reverse"
+                };
+                let mut modules = model.stack();
+                modules.push(x.clone());
+                involved.get_or_insert((kind, modules));
+            }
+        }
+        model.step(&m.op, m.wait).ok()?;
+    }
+    None
 }
 
 /// Operations worth trying next, with weights.
@@ -235,6 +338,27 @@ mod tests {
         );
         model.step(&Op::Load(target::MODULE.into()), true).unwrap();
         (model, fixtures.into_iter().map(|f| f.name).collect())
+    }
+
+    #[test]
+    fn a_fifth_of_sequences_force_or_reverse_then_remove_what_was_involved() {
+        let runs = 300;
+        let mut rare = std::collections::BTreeMap::new();
+        for seed in 0..runs {
+            let (model, pool) = start(seed);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let ops = generate(&mut rng, &model, &pool, 10);
+            let moves = replay(&model, &ops).expect("a generated sequence replays");
+            if let Some(kind) = rare_flow(&model, &moves) {
+                *rare.entry(kind).or_insert(0) += 1;
+            }
+        }
+        let total: u64 = rare.values().sum();
+        assert!(total * 5 >= runs, "{total} of {runs}: {rare:?}");
+        assert!(
+            rare.contains_key("force") && rare.contains_key("reverse"),
+            "{rare:?}"
+        );
     }
 
     #[test]
