@@ -146,8 +146,12 @@ enum KernelCommand {
     List,
     /// Fetch or build a kernel (or `all`) into the cache.
     Build { name: String },
-    /// Print a kernel's version, config hash, cache path and livepatch sysfs attributes.
+    /// Print a kernel's version, config hash, cache path, livepatch sysfs
+    /// attributes and which livepatch behaviours it has.
     Show { name: String },
+    /// Print the table of livepatch behaviours that differ between kernel
+    /// versions (kernels/BEHAVIOURS.md), as Markdown.
+    Behaviours,
 }
 
 /// A clap parser that offers the names of a table and parses the value
@@ -424,6 +428,7 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
                 println!("{} {}", kernel.name, kernel.bzimage.display());
             }
         }
+        KernelCommand::Behaviours => print!("{}", report::behaviours::markdown(project)?),
         KernelCommand::Show { name } => {
             let cache = Cache::from_env()?;
             for spec in selected_kernels(project, &[name])? {

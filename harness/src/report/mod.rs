@@ -1,6 +1,8 @@
 //! verdicts ──> terminal table, JSON for tools, or a Markdown kernel ×
 //! scenario table for README.md.
 
+pub mod behaviours;
+
 use crate::kernel::behaviour::Basis;
 use crate::scenario::{Failure, KnownBug, Outcome, Verdict};
 use serde::Serialize;
