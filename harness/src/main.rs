@@ -111,9 +111,12 @@ enum Command {
         /// Fixtures in the generated pool.
         #[arg(long, default_value_t = 6)]
         pool: usize,
-        /// Put a known-wrong rule into the model (to check that exploration
-        /// finds and shrinks the divergence it causes).
-        #[arg(long, value_parser = names_of(klp_harness::model::Mutation::ALL))]
+        /// Put a known-wrong rule into the model, to check that exploration
+        /// finds and shrinks the divergence it causes: noncumulative-unchecked,
+        /// disable-keeps-version, or forget:<behaviour id> (the model takes
+        /// the kernel to be on the other side of that row of `klp-harness
+        /// kernel behaviours`).
+        #[arg(long)]
         mutate: Option<klp_harness::model::Mutation>,
     },
     /// Check scenario files without booting anything.

@@ -50,6 +50,10 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
     if let Some(spec) = fast {
         trials.push(injected_rule_trial(spec));
     }
+    // 5.10 lacks 2957308343fa: a model without that row must be caught.
+    if let Some(spec) = kernels.iter().find(|spec| spec.name == "src-5.10") {
+        trials.push(forgotten_behaviour_trial(spec));
+    }
     if let Some(spec) = kernels.iter().find(|spec| spec.name == kernel::DEFAULT) {
         trials.push(wrong_expectation_trial(&project, spec)?);
         trials.push(shell_trial(spec));
@@ -293,6 +297,48 @@ fn explore_trial(spec: &KernelSpec) -> Trial {
     })
 }
 
+/// With the pre-5.18 force row taken out of the model, exploration on a
+/// kernel without 2957308343fa finds a divergence within 100 sequences and
+/// shrinks it to at most 8 steps; the scenario it writes fails on the
+/// kernel, where the forced patch's module stays pinned.
+fn forgotten_behaviour_trial(spec: &KernelSpec) -> Trial {
+    let kernel = spec.name.clone();
+    Trial::test(
+        format!("explore::finds-forgotten-behaviour::{kernel}"),
+        move || {
+            let forget = "forget:force-pins-only-the-transition-patch";
+            let output = explore_command(&kernel, "3", &["--runs", "100", "--mutate", forget])?;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let fail = |why: &str| format!("{why} ({}):\n{stdout}", output.status);
+            let (shrunk, file) =
+                divergence(&stdout).ok_or_else(|| fail("no divergence reported"))?;
+            if output.status.code() != Some(1) {
+                return Err(fail("expected exit status 1 for a divergence").into());
+            }
+            if shrunk > 8 {
+                return Err(fail(&format!("shrunk only to {shrunk} steps")).into());
+            }
+            let rerun = std::process::Command::new(env!("CARGO_BIN_EXE_klp-harness"))
+                .args(["run", "--kernel", &kernel, &file])
+                .output()?;
+            let rerun_err = String::from_utf8_lossy(&rerun.stderr);
+            if rerun.status.success() || !rerun_err.contains("(EAGAIN)") {
+                return Err(format!("re-running {file}:\n{rerun_err}").into());
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The steps and file of the divergence `explore` reports.
+fn divergence(stdout: &str) -> Option<(usize, String)> {
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("divergence, shrunk from"))?;
+    let shrunk = line.split(" to ").nth(1)?.split(' ').next()?.parse().ok()?;
+    Some((shrunk, line.rsplit(": ").next()?.to_string()))
+}
+
 /// With one rule of the model made wrong on purpose, exploration finds a
 /// divergence and shrinks it to a scenario of at most 5 steps, which fails.
 fn injected_rule_trial(spec: &KernelSpec) -> Trial {
@@ -310,24 +356,15 @@ fn injected_rule_trial(spec: &KernelSpec) -> Trial {
             if output.status.code() != Some(1) {
                 return Err(fail("expected exit status 1 for a divergence").into());
             }
-            let line = stdout
-                .lines()
-                .find(|line| line.starts_with("divergence, shrunk from"))
-                .ok_or_else(|| fail("no divergence reported"))?;
-            let shrunk: usize = line
-                .split(" to ")
-                .nth(1)
-                .and_then(|rest| rest.split(' ').next())
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| fail("unreadable divergence line"))?;
+            let (shrunk, file) =
+                divergence(&stdout).ok_or_else(|| fail("no divergence reported"))?;
             if shrunk > 5 {
                 return Err(fail(&format!("shrunk only to {shrunk} steps")).into());
             }
             // The file is an ordinary scenario, and it fails on the kernel: the
             // kernel refuses the non-cumulative patch the wrong rule let in.
-            let file = line.rsplit(": ").next().unwrap_or_default();
             let rerun = std::process::Command::new(env!("CARGO_BIN_EXE_klp-harness"))
-                .args(["run", "--kernel", &kernel, file])
+                .args(["run", "--kernel", &kernel, &file])
                 .output()?;
             let rerun_out = String::from_utf8_lossy(&rerun.stdout);
             let rerun_err = String::from_utf8_lossy(&rerun.stderr);

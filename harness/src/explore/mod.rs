@@ -15,7 +15,7 @@ use crate::kernel::behaviour::Profile;
 use crate::kernel::{self, KernelSpec};
 use crate::model::{Defs, Model, Mutation, Op};
 use crate::project::Project;
-use crate::scenario::{self, follow::Follower, Settings};
+use crate::scenario::{self, follow::Follower, Scenario, Settings};
 use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -184,7 +184,8 @@ fn shrink_and_write(
     let mut last_failure = None;
     let mut run_error = None;
     let shrunk = shrink::ddmin(ops, |candidate| {
-        if run_error.is_some() || sequence::replay(start, candidate).is_none() {
+        // A candidate is a sequence the model follows and the loader takes.
+        if run_error.is_some() || runner.render(start, candidate, label).is_err() {
             return false;
         }
         attempt += 1;
@@ -298,8 +299,14 @@ impl<'a> Runner<'a> {
         })
     }
 
-    /// Run one sequence; Some(failure) when the kernel and the model differ.
-    fn run(&mut self, start: &Model, ops: &[Op], label: &str) -> Result<Option<String>> {
+    /// The sequence as a checked scenario file, and its text; an error when
+    /// the model cannot follow it or the scenario loader rejects it.
+    fn render(
+        &self,
+        start: &Model,
+        ops: &[Op],
+        label: &str,
+    ) -> Result<(PathBuf, String, Scenario)> {
         let moves = sequence::replay(start, ops).context("a sequence the model cannot follow")?;
         let file = self.workspace.join(format!("{label}.yaml"));
         let text = sequence::scenario_yaml(
@@ -308,8 +315,14 @@ impl<'a> Runner<'a> {
             &sequence::fixtures_used(&self.pool, &moves),
             &moves,
         );
-        std::fs::write(&file, &text)?;
         let scenario = scenario::parse(self.project, &file, &text)?;
+        Ok((file, text, scenario))
+    }
+
+    /// Run one sequence; Some(failure) when the kernel and the model differ.
+    fn run(&mut self, start: &Model, ops: &[Op], label: &str) -> Result<Option<String>> {
+        let (file, text, scenario) = self.render(start, ops, label)?;
+        std::fs::write(&file, &text)?;
         let artifacts = self.workspace.join("runs").join(label);
         std::fs::create_dir_all(&artifacts)?;
         let mut settings = Settings::new(&artifacts);

@@ -46,7 +46,9 @@ pub fn markdown(project: &Project) -> Result<String> {
             .iter()
             .filter(|s| {
                 s.fix.is_some_and(|fix| fix.id == row.id)
-                    || row.sysfs.is_some_and(|a| s.requires.sysfs.iter().any(|r| r == a))
+                    || row
+                        .sysfs
+                        .is_some_and(|a| s.requires.sysfs.iter().any(|r| r == a))
             })
             .map(|s| s.name.as_str())
             .collect();

@@ -183,7 +183,10 @@ fn run_step(
             }
         }
         (None, status) => {
-            let found = format!("exit status {status}: {}", result.output.trim());
+            let errno = errno::from_message(&result.output)
+                .map(|name| format!(" ({name})"))
+                .unwrap_or_default();
+            let found = format!("exit status {status}{errno}: {}", result.output.trim());
             return Err(Mismatch::new("", "success", found).into());
         }
         (Some(expected), 0) => return Err(Mismatch::new("", expected, "success").into()),
