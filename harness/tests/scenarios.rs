@@ -67,6 +67,12 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
         trials.push(must_fail_trial(
             &project,
             spec,
+            "rcu-stall",
+            "rcu-stall.yaml:11:5: step 2 `load rcu_stall`: the kernel logged a warning or crash: ",
+        ));
+        trials.push(must_fail_trial(
+            &project,
+            spec,
             "taint",
             "the kernel is tainted W (/proc/sys/kernel/tainted = ",
         ));

@@ -239,6 +239,46 @@ mod tests {
         assert!(kernel_splat("[ 1.0] livepatch: enabling patch 'x'\n", &[]).is_none());
     }
 
+    /// Kernel logs of real runs (tests/data/logs/), as the parsers meet them.
+    const PANIC: &str = include_str!("../../tests/data/logs/panic-debian-6.12.log");
+    const RCU_STALL: &str = include_str!("../../tests/data/logs/rcu-stall-debian-6.12.log");
+    const NOT_COMPATIBLE: &str =
+        include_str!("../../tests/data/logs/not-compatible-src-7.2.steps.log");
+    const LOCKDEP: &str = include_str!("../../tests/data/logs/lockdep-src-6.12.log");
+
+    #[test]
+    fn real_crashes_are_named_by_their_first_line() {
+        let panic = kernel_splat(PANIC, &[]).expect("a panic is a splat");
+        assert!(
+            panic.contains("Kernel panic - not syncing: sysrq triggered crash"),
+            "{panic}"
+        );
+        let stall = kernel_splat(RCU_STALL, &[]).expect("a stall is a splat");
+        assert!(
+            stall.ends_with("rcu: INFO: rcu_preempt self-detected stall on CPU"),
+            "{stall}"
+        );
+        let lockdep = kernel_splat(LOCKDEP, &[]).expect("lockdep is a splat");
+        assert!(
+            lockdep.contains("WARNING: possible circular locking dependency detected"),
+            "{lockdep}"
+        );
+        // Allowed by a scenario, the stall is not one.
+        assert_eq!(
+            kernel_splat(RCU_STALL, &["rcu: ".into(), "detected stalls".into()]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_refused_livepatch_is_a_log_line_not_a_splat() {
+        assert_eq!(kernel_splat(NOT_COMPATIBLE, &[]), None);
+        let wanted = "is not compatible with the already installed livepatches";
+        assert_eq!(log_diff(NOT_COMPATIBLE, &[wanted]), None);
+        let diff = log_diff(NOT_COMPATIBLE, &[wanted, "patching complete"]).unwrap();
+        assert!(diff.contains("MISSING  \"patching complete\""), "{diff}");
+    }
+
     #[test]
     fn taint_mask_becomes_letters() {
         // K (bit 15) + O (12) + E (13) + W (9).
