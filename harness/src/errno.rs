@@ -5,6 +5,7 @@
 const ERRNOS: &[(&str, i32)] = &[
     ("EPERM", libc::EPERM),
     ("ENOENT", libc::ENOENT),
+    ("ESRCH", libc::ESRCH),
     ("EIO", libc::EIO),
     ("E2BIG", libc::E2BIG),
     ("ENOEXEC", libc::ENOEXEC),
@@ -53,6 +54,16 @@ fn description(number: i32) -> String {
         .map_or(text.clone(), |(head, _)| head.to_string())
 }
 
+/// How busybox words some errnos instead of strerror(): its sh when a
+/// redirection fails, and its module tools (modutils.c, moderror()).
+const BUSYBOX_WORDS: &[(&str, &str)] = &[
+    (": nonexistent directory", "ENOENT"),
+    ("invalid module format", "ENOEXEC"),
+    ("unknown symbol in module, or unknown parameter", "ENOENT"),
+    ("module has wrong symbol version", "ESRCH"),
+    ("kernel does not support requested operation", "ENOSYS"),
+];
+
 /// The errno whose description ends the last line of `output`, e.g.
 /// "insmod: can't insert 'x.ko': Invalid argument" ──> EINVAL.
 pub fn from_message(output: &str) -> Option<&'static str> {
@@ -61,9 +72,11 @@ pub fn from_message(output: &str) -> Option<&'static str> {
         .rev()
         .find(|line| !line.trim().is_empty())?
         .trim_end();
-    // busybox sh words ENOENT its own way when a redirection fails.
-    if last.ends_with(": nonexistent directory") {
-        return Some("ENOENT");
+    if let Some((_, name)) = BUSYBOX_WORDS
+        .iter()
+        .find(|(words, _)| last.ends_with(words))
+    {
+        return Some(name);
     }
     ERRNOS
         .iter()
@@ -92,6 +105,10 @@ mod tests {
         assert_eq!(
             from_message("sh: can't create /sys/kernel/livepatch/a/enabled: nonexistent directory"),
             Some("ENOENT")
+        );
+        assert_eq!(
+            from_message("insmod: can't insert '/klp/klp_target.ko': invalid module format"),
+            Some("ENOEXEC")
         );
         assert_eq!(from_message("all fine"), None);
     }

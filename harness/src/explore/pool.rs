@@ -56,6 +56,7 @@ pub fn generate(rng: &mut impl Rng, seed: u64, size: usize) -> Vec<PoolFixture> 
                     callbacks: Default::default(),
                     functions: Some(functions),
                     reports: None,
+                    klp_relocs: false,
                 },
             }
         })
