@@ -458,9 +458,9 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
                     };
                     let basis = profile.basis(behaviour.id).map(ToString::to_string);
                     println!(
-                        "  {has} {:<40} since {:<5} {}",
+                        "  {has} {:<40} fixed in {:<13} {}",
                         behaviour.id,
-                        behaviour.since,
+                        behaviour.fixed_in(),
                         basis.unwrap_or_default()
                     );
                 }

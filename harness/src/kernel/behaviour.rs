@@ -25,8 +25,9 @@ pub struct Behaviour {
     /// title, where they could be named.
     pub commits: &'static [&'static str],
     pub title: Option<&'static str>,
-    /// The first upstream release with the change.
-    pub since: &'static str,
+    /// The first upstream release with the change; None for a bug no
+    /// release has fixed yet.
+    pub since: Option<&'static str>,
     /// A later change that took it away again.
     pub until: Option<Removal>,
     /// A livepatch sysfs attribute the change added.
@@ -65,7 +66,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         after: "/sys/kernel/livepatch/<patch>/enabled",
         commits: &[],
         title: None,
-        since: "4.0",
+        since: Some("4.0"),
         until: None,
         sysfs: Some("enabled"),
         detect: None,
@@ -77,7 +78,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         after: "/sys/kernel/livepatch/<patch>/transition",
         commits: &[],
         title: None,
-        since: "4.12",
+        since: Some("4.12"),
         until: None,
         sysfs: Some("transition"),
         detect: None,
@@ -89,7 +90,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         after: "/sys/kernel/livepatch/<patch>/force",
         commits: &[],
         title: None,
-        since: "4.15",
+        since: Some("4.15"),
         until: None,
         sysfs: Some("force"),
         detect: None,
@@ -102,7 +103,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         after: "each retry wakes idle CPUs (wake_up_if_idle()), whose idle task then switches",
         commits: &["5de62ea84abd"],
         title: Some("sched,livepatch: Use wake_up_if_idle()"),
-        since: "5.16",
+        since: Some("5.16"),
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -118,7 +119,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         after: "refused first, silently",
         commits: &["5ef3dd20555e"],
         title: Some("livepatch: Fix kobject refcount bug on klp_init_patch_early failure path"),
-        since: "5.17",
+        since: Some("5.17"),
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -135,7 +136,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
                 can be disabled and their modules removed",
         commits: &["2957308343fa"],
         title: Some("livepatch: Don't block removal of patches that are safe to unload"),
-        since: "5.18",
+        since: Some("5.18"),
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -150,7 +151,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         after: "/sys/kernel/livepatch/<patch>/<object>/patched",
         commits: &["bb26cfd9e77e"],
         title: Some("livepatch: add sysfs entry \"patched\" for each klp_object"),
-        since: "6.1",
+        since: Some("6.1"),
         until: None,
         sysfs: Some("patched"),
         detect: Some(Detect {
@@ -166,7 +167,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         after: "names up to 511 characters",
         commits: &["b8a94bfb3395"],
         title: Some("kallsyms: increase maximum kernel symbol length to 512"),
-        since: "6.1",
+        since: Some("6.1"),
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -182,7 +183,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         after: "klp_module_going() clears them; the module loads and is patched again",
         commits: &["0c05e7bd2d01", "bbb93362a445"],
         title: Some("livepatch,x86: Clear relocation targets on a module removal"),
-        since: "6.3",
+        since: Some("6.3"),
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -198,7 +199,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         after: "cond_resched() switches the calling task when its stack allows it",
         commits: &["e3ff7c609f39", "383439d3d400", "e92606fa172f"],
         title: Some("livepatch,sched: Add livepatch task switching to cond_resched()"),
-        since: "6.4",
+        since: Some("6.4"),
         until: Some(Removal {
             release: "6.16",
             commit: "676e8cf70cb0",
@@ -217,7 +218,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         after: "/sys/kernel/livepatch/<patch>/replace",
         commits: &["adb68ed26a3e"],
         title: Some("livepatch: Add \"replace\" sysfs attribute"),
-        since: "6.11",
+        since: Some("6.11"),
         until: None,
         sysfs: Some("replace"),
         detect: Some(Detect {
@@ -232,7 +233,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         after: "/sys/kernel/livepatch/<patch>/stack_order",
         commits: &["3dae09de4061"],
         title: Some("livepatch: Add stack_order sysfs attribute"),
-        since: "6.14",
+        since: Some("6.14"),
         until: None,
         sysfs: Some("stack_order"),
         detect: Some(Detect {
@@ -242,13 +243,29 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         modelled: true,
     },
     Behaviour {
+        id: "klp-relocs-cleared-after-failed-coming",
+        before: "a module whose load fails in klp_module_coming() after a livepatch's \
+                 klp relocations for it were written (its pre_patch callback fails) leaves \
+                 them written: every later load of the module fails with ENOEXEC until the \
+                 livepatch is removed (the error path cleans up only the patches before \
+                 the failing one)",
+        after: "the failing patch's relocations are cleared too",
+        commits: &[],
+        title: None,
+        since: None,
+        until: None,
+        sysfs: None,
+        detect: None,
+        modelled: true,
+    },
+    Behaviour {
         id: "freezable-sleep-switches-task",
         before: "(see cond-resched-switches-task)",
         after: "a task switches itself when it goes to sleep with TASK_FREEZABLE; \
                 cond_resched() and preemption no longer switch it",
         commits: &["676e8cf70cb0"],
         title: Some("sched,livepatch: Untangle cond_resched() and live-patching"),
-        since: "6.16",
+        since: Some("6.16"),
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -267,10 +284,25 @@ impl PartialEq for Behaviour {
 }
 
 impl Behaviour {
+    /// How verdicts name the change: its commits, or its id while no
+    /// release has it.
+    pub fn label(&self) -> String {
+        match self.commits {
+            [] => self.id.to_string(),
+            commits => commits.join("+"),
+        }
+    }
+
+    /// The release that has the change, as messages show it.
+    pub fn fixed_in(&self) -> &'static str {
+        self.since.unwrap_or("no release yet")
+    }
+
     /// Whether an upstream release of this version has the behaviour.
     pub fn in_release(&self, version: &[u32]) -> bool {
         let release = |text: &str| parse_version(text).expect("valid table");
-        compare(version, &release(self.since)).is_ge()
+        self.since
+            .is_some_and(|since| compare(version, &release(since)).is_ge())
             && self
                 .until
                 .as_ref()
@@ -385,7 +417,7 @@ pub fn attribute_since(attribute: &str) -> Option<&'static str> {
     BEHAVIOURS
         .iter()
         .find(|behaviour| behaviour.sysfs == Some(attribute))
-        .map(|behaviour| behaviour.since)
+        .and_then(|behaviour| behaviour.since)
 }
 
 /// Every livepatch sysfs attribute the table knows.
@@ -417,7 +449,9 @@ mod tests {
         let mut ids = std::collections::BTreeSet::new();
         for behaviour in BEHAVIOURS {
             assert!(ids.insert(behaviour.id), "{} twice", behaviour.id);
-            parse_version(behaviour.since).unwrap();
+            if let Some(since) = behaviour.since {
+                parse_version(since).unwrap();
+            }
             for commit in behaviour.commits {
                 assert!(
                     commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit()),

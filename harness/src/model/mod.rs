@@ -9,6 +9,7 @@
 //! `fixtures/*.yaml` generate and the busy target; nothing else.
 
 mod callbacks;
+mod modules;
 mod operations;
 pub mod snapshot;
 mod state;
@@ -33,6 +34,10 @@ pub struct PatchDef {
     pub reports: String,
     /// The errno its pre_patch callback fails with, if any.
     pub pre_patch_error: Option<String>,
+    /// The errno klp_target's pre_patch callback fails with, once.
+    pub target_pre_patch_error_once: Option<String>,
+    /// Its status replacement reaches klp_target through a klp relocation.
+    pub klp_relocs: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +68,8 @@ impl PatchDef {
             functions: spec.functions().into_iter().map(|(name, _)| name).collect(),
             reports: spec.reports.clone().unwrap_or_else(|| module.to_string()),
             pre_patch_error: spec.callbacks.pre_patch_error.clone(),
+            target_pre_patch_error_once: spec.callbacks.target_pre_patch_error_once.clone(),
+            klp_relocs: spec.klp_relocs,
         }
     }
 

@@ -71,12 +71,10 @@ impl Model {
             return Ok(Response::Refused("EEXIST"));
         }
         if module == target::MODULE {
-            // klp_module_coming() patches the object in every patch.
             if self.transition.is_some() {
                 return Err(Unsupported("loading klp_target during a transition".into()));
             }
-            self.loaded.push(module.to_string());
-            return Ok(Response::Done);
+            return Ok(self.load_target());
         }
         let Some(def) = self.defs.get(module).cloned() else {
             return Err(Unsupported(format!(
@@ -95,6 +93,19 @@ impl Model {
             // The vmlinux pre_patch callback fails before it allocates.
             return Ok(Response::Refused(crate::errno::canonical(errno)));
         }
+        if let Some(errno) = def.target_pre_patch_error_once.as_deref() {
+            if self.target_loaded() {
+                // Every load attempt is a new module whose klp_target
+                // callback refuses its first call.
+                if !def.features.is_empty() {
+                    return Err(Unsupported(format!(
+                        "{module} carries features and klp_target's pre_patch refuses it: \
+                         the vmlinux callbacks it ran first are not modelled"
+                    )));
+                }
+                return Ok(Response::Refused(crate::errno::canonical(errno)));
+            }
+        }
         self.loaded.push(module.to_string());
         let instance = self.next_instance;
         self.next_instance += 1;
@@ -104,6 +115,9 @@ impl Model {
             enabled: true,
             forced: false,
             data: def.features.iter().map(|f| (f.id, None)).collect(),
+            // klp_init_object_loaded() writes them if klp_target is there.
+            relocs_written: def.klp_relocs && self.target_loaded(),
+            target_refusal_pending: def.target_pre_patch_error_once.is_some(),
         });
         let index = self.patches.len() - 1;
         self.pre_patch(index)?;
@@ -168,10 +182,10 @@ impl Model {
                     "unloading klp_target during a transition".into(),
                 ));
             }
-            // klp_module_going() unpatches the object; kthread_stop()
-            // wakes the parked thread and ends the spinning one.
+            // kthread_stop() wakes the parked thread and ends the spinning one.
             self.parked = None;
             self.spinning = false;
+            self.target_going();
         } else if self.patch_index(module).is_some() || self.pinned.contains(module) {
             // The patch (or a forced transition) holds a module reference.
             return Ok(Response::Refused("EAGAIN"));

@@ -103,6 +103,9 @@ impl Model {
                 status.push_str(&format!(" f{}=v{}", feature.id, feature.version));
             }
         }
+        if def.klp_relocs {
+            status.push_str(&format!(" secret={}", crate::fixture::target::SECRET_VALUE));
+        }
         status
     }
 }

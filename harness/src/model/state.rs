@@ -41,6 +41,10 @@ pub(super) struct Patch {
     pub forced: bool,
     /// Each feature's klp_state data: None until allocated or after freed.
     pub data: BTreeMap<u64, Option<u64>>,
+    /// Its klp relocations for klp_target are written in its module.
+    pub relocs_written: bool,
+    /// klp_target's pre_patch callback will still refuse once.
+    pub target_refusal_pending: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

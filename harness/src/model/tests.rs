@@ -27,6 +27,8 @@ fn def(
         functions: functions.to_vec(),
         reports: module.into(),
         pre_patch_error: None,
+        target_pre_patch_error_once: None,
+        klp_relocs: false,
     }
 }
 
@@ -208,6 +210,69 @@ fn before_5_18_forcing_pins_every_installed_patch() {
     // Without the row, the model takes 5.10 for a fixed kernel.
     let forget = Mutation::Forget("force-pins-only-the-transition-patch");
     assert_eq!(force_then_remove(&old, Some(forget)), Response::Done);
+}
+
+fn with_reloc_patches() -> Defs {
+    let mut defs = defs();
+    for (name, relocs, refuse) in [
+        ("reloc", true, false),
+        ("reloc_refuse_once", true, true),
+        ("refuse_once", false, true),
+    ] {
+        let mut d = def(name, true, &[], &[STATUS_FUNCTION]);
+        d.klp_relocs = relocs;
+        d.target_pre_patch_error_once = refuse.then(|| "ENODEV".to_string());
+        defs.insert(name.into(), d);
+    }
+    defs
+}
+
+/// klp_target reloaded under a patch with klp relocations.
+fn reload_target(version: &[u32], first: &str) -> Response {
+    let mut m = Model::new(with_reloc_patches(), &Profile::from_version(version));
+    for op in [
+        load(first),
+        load(if first == "reloc" {
+            "klp_target"
+        } else {
+            "reloc"
+        }),
+    ] {
+        assert_eq!(run(&mut m, op), Response::Done);
+    }
+    assert!(m.predicted_files()["/sys/kernel/klp_target/status"].ends_with(" secret=42"));
+    run(&mut m, Op::Unload("klp_target".into()));
+    run(&mut m, load("klp_target"))
+}
+
+#[test]
+fn before_6_3_klp_relocations_stay_written_when_the_target_goes() {
+    for first in ["klp_target", "reloc"] {
+        assert_eq!(reload_target(&[6, 1], first), Response::Refused("ENOEXEC"));
+        assert_eq!(reload_target(&[6, 12], first), Response::Done);
+    }
+}
+
+#[test]
+fn a_refused_target_load_leaves_the_refusing_patch_relocations_written() {
+    for version in [&[5, 10][..], &[6, 12], &[7, 2]] {
+        let mut m = Model::new(with_reloc_patches(), &Profile::from_version(version));
+        run(&mut m, load("reloc_refuse_once"));
+        // The first attempt is refused by the callback, busybox's retry
+        // finds the relocations still written.
+        assert_eq!(
+            run(&mut m, load("klp_target")),
+            Response::Refused("ENOEXEC")
+        );
+        assert_eq!(
+            run(&mut m, load("klp_target")),
+            Response::Refused("ENOEXEC")
+        );
+        // Without klp relocations the retry loads it.
+        let mut m = Model::new(with_reloc_patches(), &Profile::from_version(version));
+        run(&mut m, load("refuse_once"));
+        assert_eq!(run(&mut m, load("klp_target")), Response::Done);
+    }
 }
 
 #[test]

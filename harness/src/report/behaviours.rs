@@ -23,9 +23,11 @@ pub fn markdown(project: &Project) -> Result<String> {
     out.push('\n');
     for row in behaviour::BEHAVIOURS {
         let commits = match (row.commits, row.title) {
-            ([], _) => format!("({})", row.since),
-            (commits, Some(title)) => format!("{} \"{title}\" ({})", commits.join(", "), row.since),
-            (commits, None) => format!("{} ({})", commits.join(", "), row.since),
+            ([], _) => format!("({})", row.fixed_in()),
+            (commits, Some(title)) => {
+                format!("{} \"{title}\" ({})", commits.join(", "), row.fixed_in())
+            }
+            (commits, None) => format!("{} ({})", commits.join(", "), row.fixed_in()),
         };
         let commits = match &row.until {
             Some(until) => format!(

@@ -110,6 +110,7 @@ struct JsonKnownBug<'a> {
     fix: &'static str,
     commits: &'static [&'static str],
     title: Option<&'static str>,
+    /// The first release with the fix, or "no release yet".
     fixed_in: &'static str,
     /// "source" or "version": how the fix was found absent.
     decided_from: &'static str,
@@ -129,7 +130,7 @@ impl<'a> JsonKnownBug<'a> {
             fix: bug.fix.id,
             commits: bug.fix.commits,
             title: bug.fix.title,
-            fixed_in: bug.fix.since,
+            fixed_in: bug.fix.fixed_in(),
             decided_from,
             source_file,
             failure: JsonFailure::of(&bug.failure),
@@ -197,9 +198,7 @@ fn markdown(verdicts: &[Verdict], rules: &BTreeMap<String, String>) -> String {
                         Outcome::Pass => "pass".to_string(),
                         Outcome::Fail(_) => "**FAIL**".to_string(),
                         Outcome::NotApplicable(why) => format!("n/a: {}", why.replace('|', "\\|")),
-                        Outcome::KnownBug(bug) => {
-                            format!("known bug {}", bug.fix.commits.join("+"))
-                        }
+                        Outcome::KnownBug(bug) => format!("known bug {}", bug.fix.label()),
                     })
             })
             .collect();
@@ -214,7 +213,7 @@ pub fn outcome_word(outcome: &Outcome) -> String {
         Outcome::Pass => "pass".to_string(),
         Outcome::Fail(_) => "FAIL".to_string(),
         Outcome::NotApplicable(reason) => format!("n/a ({reason})"),
-        Outcome::KnownBug(bug) => format!("known bug {}", bug.fix.commits.join("+")),
+        Outcome::KnownBug(bug) => format!("known bug {}", bug.fix.label()),
     }
 }
 

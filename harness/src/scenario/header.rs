@@ -177,15 +177,17 @@ pub fn check(project: &Project, file: &Path, raw: &ScenarioFile) -> Result<Heade
     })
 }
 
-/// A `fix:` names a behaviour row with an upstream commit.
+/// A `fix:` names a behaviour row with an upstream commit, or one that no
+/// release has fixed yet.
 fn check_fix(at: &Position, id: &str) -> Result<&'static Behaviour> {
+    let is_fix = |b: &Behaviour| !b.commits.is_empty() || b.since.is_none();
     let fixes: Vec<&str> = behaviour::BEHAVIOURS
         .iter()
-        .filter(|b| !b.commits.is_empty())
+        .filter(|b| is_fix(b))
         .map(|b| b.id)
         .collect();
     match behaviour::find(id) {
-        Some(found) if !found.commits.is_empty() => Ok(found),
+        Some(found) if is_fix(found) => Ok(found),
         Some(_) => bail!(
             "{at}: {id:?} names no upstream commit; expected one of: {}",
             fixes.join(", ")

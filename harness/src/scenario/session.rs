@@ -81,7 +81,7 @@ pub fn execute(
             let err = anyhow::anyhow!(
                 "expected known bug {} to show at a `shows_bug` step: the fix is absent \
                  ({basis}), yet every step passed",
-                fix.commits.join("+")
+                fix.label()
             );
             Some(Outcome::Fail(failure(&err)))
         }

@@ -36,11 +36,14 @@ impl fmt::Display for KnownBug {
             Some(until) => format!(", undone in {} by {}", until.release, until.commit),
             None => String::new(),
         };
+        let fixed = match self.fix.since {
+            Some(release) => format!("fixed in {release}{removed}"),
+            None => "not fixed in any release".to_string(),
+        };
         write!(
             f,
-            "reproduces known bug {} (fixed in {}{removed}; fix absent, {})",
-            self.fix.commits.join("+"),
-            self.fix.since,
+            "reproduces known bug {} ({fixed}; fix absent, {})",
+            self.fix.label(),
             self.basis
         )
     }
