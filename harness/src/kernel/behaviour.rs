@@ -174,7 +174,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "include/linux/kallsyms.h",
             with: "#define KSYM_NAME_LEN 512",
         }),
-        modelled: false,
+        modelled: true,
     },
     Behaviour {
         id: "klp-relocs-cleared-on-module-unload",

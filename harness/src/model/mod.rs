@@ -65,7 +65,7 @@ impl PatchDef {
                     shadow: f.shadow,
                 })
                 .collect(),
-            functions: spec.functions().into_iter().map(|(name, _)| name).collect(),
+            functions: spec.functions().into_iter().map(|f| f.name).collect(),
             reports: spec.reports.clone().unwrap_or_else(|| module.to_string()),
             pre_patch_error: spec.callbacks.pre_patch_error.clone(),
             target_pre_patch_error_once: spec.callbacks.target_pre_patch_error_once.clone(),
@@ -82,9 +82,13 @@ impl PatchDef {
     }
 }
 
-/// Every function a fixture can replace, for generators.
+/// The functions a fixture replaces unless it names others, for generators.
 pub fn replaceable_functions() -> Vec<&'static str> {
-    FUNCTIONS.iter().map(|(name, _)| *name).collect()
+    FUNCTIONS
+        .iter()
+        .filter(|f| f.by_default)
+        .map(|f| f.name)
+        .collect()
 }
 
 /// One operation a scenario step performs.

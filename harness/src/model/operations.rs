@@ -3,7 +3,10 @@
 
 use super::state::{Model, Patch, Target};
 use super::{Mutation, Op, PatchDef, Prediction, Response, Unsupported};
-use crate::fixture::target;
+use crate::fixture::target::{self, LONG_NAME_FUNCTION};
+
+/// kernel::behaviour rows the operations depend on.
+const LONG_FUNCTION_NAMES: &str = "long-function-names";
 
 impl Model {
     /// Apply one operation; `wait` is whether the step then waits for the
@@ -84,6 +87,11 @@ impl Model {
         // klp_enable_patch(): the compatibility check comes first
         // (state.c), then "one transition at a time" (__klp_enable_patch).
         if !self.compatible(&def) {
+            return Ok(Response::Refused("EINVAL"));
+        }
+        // klp_init_func(): an old_name of KSYM_NAME_LEN characters or more
+        // is refused, and KSYM_NAME_LEN was 128 before 6.1.
+        if def.patches(LONG_NAME_FUNCTION) && !self.profile.has(LONG_FUNCTION_NAMES) {
             return Ok(Response::Refused("EINVAL"));
         }
         if self.transition.is_some() {

@@ -5,6 +5,7 @@
 use super::state::Patch;
 use super::state::Target;
 use super::{Model, STATUS_FUNCTION};
+use crate::fixture::target::LONG_NAME_FUNCTION;
 use std::collections::BTreeMap;
 
 /// sysfs path ──> content (one line).
@@ -64,6 +65,12 @@ impl Model {
             files.insert(format!("{TARGET}/park"), flag(self.parked.is_some()));
             files.insert(format!("{TARGET}/spin"), flag(self.spinning));
             files.insert(format!("{TARGET}/status"), self.target_status());
+            let long_name = self
+                .live_patch(LONG_NAME_FUNCTION)
+                .map_or("original".to_string(), |p| {
+                    self.def(&p.module).reports.clone()
+                });
+            files.insert(format!("{TARGET}/long_name"), long_name);
         }
         files
     }
