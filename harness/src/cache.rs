@@ -17,8 +17,8 @@ pub struct Cache {
 impl Cache {
     /// `$KLP_HARNESS_CACHE`, else `$XDG_CACHE_HOME/klp-harness`, else `~/.cache/klp-harness`.
     pub fn from_env() -> Result<Self> {
-        let root = if let Some(dir) = std::env::var_os("KLP_HARNESS_CACHE") {
-            PathBuf::from(dir)
+        let root = if let Some(dir) = &crate::settings::load()?.cache {
+            dir.clone()
         } else if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
             PathBuf::from(dir).join("klp-harness")
         } else {

@@ -137,7 +137,7 @@ pub fn ensure(tools: &[Tool], lock_dir: &Path) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    if !is_root() || std::env::var_os("KLP_HARNESS_NO_INSTALL").is_some() {
+    if !is_root() || crate::settings::load()?.no_install {
         bail!(
             "missing host packages: {}\ninstall them with:\n    {}",
             missing.join(", "),

@@ -23,6 +23,7 @@ pub mod peer;
 pub mod project;
 pub mod report;
 pub mod scenario;
+pub mod settings;
 pub mod ui;
 pub mod vm;
 pub mod yaml;

@@ -1,5 +1,5 @@
 use anyhow::{bail, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use klp_harness::cache::{Cache, ContentHash};
 use klp_harness::project::Project;
 use klp_harness::scenario::{self, Outcome};
@@ -16,6 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run scenarios on kernels and print a scenario × kernel table.
+    /// Exits 1 when a scenario fails.
     Run {
         /// Kernel(s) to run on (default: debian-6.12); `all` for every kernel.
         #[arg(long, value_delimiter = ',')]
@@ -43,7 +44,8 @@ enum Command {
         #[arg(long)]
         until_step: Option<String>,
     },
-    /// Run one scenario on many kernels and show where it passes and fails.
+    /// Run one scenario on many kernels and show where it passes and
+    /// fails. Exits 1 when it fails on any kernel.
     Repro {
         /// Scenario file or name.
         scenario: String,
@@ -181,8 +183,20 @@ fn main() {
     }
 }
 
+/// Exit statuses, shown by `--help` and kept in README.md.
+const EXIT_STATUS: &str = "Exit status:
+  0  done; every scenario passed or was not applicable
+  1  run, repro: a scenario failed on some kernel; explore: the kernel
+     diverged from the reference model
+  2  the harness could not do its job: bad input or environment variable,
+     a missing host package, a failed kernel build outside a scenario
+  130  interrupted by SIGINT (run: the report so far is printed and kept)";
+
 fn real_main() -> Result<()> {
-    let cli = Cli::parse();
+    let command =
+        Cli::command().after_help(format!("{}\n{EXIT_STATUS}", klp_harness::settings::help()));
+    let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|err| err.exit());
+    klp_harness::settings::load()?;
     let project = Project::locate()?;
     match cli.command {
         Command::Run {
@@ -394,6 +408,12 @@ fn repro(project: &Project, scenario: &str, kernels: &[String], jobs: usize) -> 
         );
     });
     print!("{}", report::repro_table(&verdicts));
+    if verdicts
+        .iter()
+        .any(|v| matches!(v.outcome, Outcome::Fail(_)))
+    {
+        std::process::exit(1);
+    }
     Ok(())
 }
 

@@ -22,8 +22,8 @@ impl Project {
     /// current one that has both `kernels/` and `scenarios/`, else the
     /// checkout this binary was built from.
     pub fn locate() -> Result<Self> {
-        if let Some(root) = std::env::var_os("KLP_HARNESS_ROOT") {
-            return Self::at(PathBuf::from(root));
+        if let Some(root) = &crate::settings::load()?.root {
+            return Self::at(root.clone());
         }
         let cwd = std::env::current_dir()?;
         let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -58,8 +58,9 @@ impl Project {
     /// Where runs and explorations keep their logs: `$KLP_HARNESS_ARTIFACTS`,
     /// else target/klp-harness in the checkout.
     pub fn output_dir(&self) -> PathBuf {
-        std::env::var_os("KLP_HARNESS_ARTIFACTS")
-            .map(PathBuf::from)
+        crate::settings::get()
+            .artifacts
+            .clone()
             .unwrap_or_else(|| self.root.join("target/klp-harness"))
     }
 }

@@ -21,6 +21,7 @@ fn main() {
 }
 
 fn trials() -> anyhow::Result<Vec<Trial>> {
+    klp_harness::settings::load()?;
     let project = Project::locate()?;
     let kernels = kernel::list(&project)?;
     let mut trials = Vec::new();

@@ -28,7 +28,7 @@ pub struct StartLimits {
 /// Whether guests start from saved states; `KLP_HARNESS_SNAPSHOTS=0` turns
 /// it off.
 pub fn enabled() -> bool {
-    std::env::var("KLP_HARNESS_SNAPSHOTS").map_or(true, |value| value != "0")
+    crate::settings::get().snapshots
 }
 
 /// Boot the guest.

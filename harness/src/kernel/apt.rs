@@ -12,8 +12,7 @@ const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// One `deb` line per suite; `*-security` suites live in their own archive.
 pub fn sources_list(suites: &[String]) -> String {
-    let mirror = std::env::var("KLP_HARNESS_DEBIAN_MIRROR")
-        .unwrap_or_else(|_| "http://deb.debian.org".to_string());
+    let mirror = &crate::settings::get().debian_mirror;
     suites
         .iter()
         .map(|suite| {

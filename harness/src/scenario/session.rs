@@ -26,18 +26,11 @@ pub struct Timeouts {
 
 impl Timeouts {
     pub fn from_env() -> Self {
-        let seconds = |var: &str, default: u64| {
-            Duration::from_secs(
-                std::env::var(var)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(default),
-            )
-        };
+        let settings = crate::settings::get();
         Self {
-            boot: seconds("KLP_HARNESS_BOOT_TIMEOUT", 120),
-            command: seconds("KLP_HARNESS_COMMAND_TIMEOUT", 60),
-            transition: seconds("KLP_HARNESS_TRANSITION_TIMEOUT", 15),
+            boot: settings.boot_timeout,
+            command: settings.command_timeout,
+            transition: settings.transition_timeout,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! (nested virtualisation), so KVM is probed by booting the kernel under it.
 
 use super::qemu_program;
+use crate::settings::AccelChoice;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -35,10 +36,10 @@ impl Accel {
 /// `KLP_HARNESS_ACCEL=kvm|tcg` decides; otherwise KVM if a probe boot of
 /// `bzimage` under it prints the kernel banner within a few seconds.
 pub fn choose(bzimage: &Path, cache_dir: &Path) -> Accel {
-    match std::env::var("KLP_HARNESS_ACCEL").as_deref() {
-        Ok("kvm") => return Accel::Kvm,
-        Ok("tcg") => return Accel::Tcg,
-        _ => {}
+    match crate::settings::get().accel {
+        AccelChoice::Kvm => return Accel::Kvm,
+        AccelChoice::Tcg => return Accel::Tcg,
+        AccelChoice::Probe => {}
     }
     if !Path::new("/dev/kvm").exists() {
         return Accel::Tcg;
