@@ -1,6 +1,9 @@
 //! Host prerequisites: which programs the harness runs and which Debian
-//! package brings each. As root the harness installs what is missing;
-//! otherwise it names the one command that does.
+//! package brings each. As root the harness installs what is missing, as
+//! long as apt removes and downgrades nothing (see `apt`); otherwise it
+//! names the one command that does.
+
+pub mod apt;
 
 use anyhow::{bail, Context, Result};
 use std::borrow::Cow;
@@ -126,7 +129,7 @@ pub fn install_command(packages: &[&str]) -> String {
     format!("sudo apt-get install -y {}", packages.join(" "))
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -154,23 +157,7 @@ pub fn ensure(tools: &[Tool], lock_dir: &Path) -> Result<()> {
     crate::event::emit(crate::event::Event::InstallingPackages {
         packages: missing.iter().map(|p| p.to_string()).collect(),
     });
-    let apt = |args: &[&str]| -> Result<bool> {
-        let status = Command::new("apt-get")
-            .args(["-q", "-y", "-o", "DPkg::Lock::Timeout=300"])
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("cannot run apt-get")?;
-        Ok(status.success())
-    };
-    let mut install = vec!["install", "--no-install-recommends"];
-    install.extend(&missing);
-    // A fresh machine may have no package lists yet: update once and retry.
-    let installed = apt(&install)? || (apt(&["update"])? && apt(&install)?);
-    if !installed {
-        bail!("apt-get could not install: {}", missing.join(" "));
-    }
-    Ok(())
+    apt::AptGet::default().install(&missing)
 }
 
 #[cfg(test)]
