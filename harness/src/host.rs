@@ -4,6 +4,7 @@
 //! names the one command that does.
 
 pub mod apt;
+pub mod private_apt;
 
 use anyhow::{bail, Context, Result};
 use std::borrow::Cow;

@@ -4,9 +4,9 @@
 //! `dpkg-deb -x` into the cache, where the packages' relative symlinks
 //! join into one usable kbuild tree.
 
-use super::apt::PrivateApt;
 use super::{spec_hash, Kernel, KernelSpec};
 use crate::cache::Cache;
+use crate::host::private_apt::PrivateApt;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -109,9 +109,7 @@ pub(super) fn prepare(
 /// offer every package (then pinned).
 fn resolve(prebuilt: &Prebuilt, lock: &Path, apt: &PrivateApt, cache: &Cache) -> Result<Resolved> {
     super::pinned(lock, cache, &prebuilt.abi, || {
-        if !apt.has_lists() {
-            apt.update()?;
-        }
+        apt.update_if_missing()?;
         let candidates = if prebuilt.abi == "latest" {
             let prefix = format!("linux-image-{}.", prebuilt.series);
             let names = apt.run("apt-cache", &["pkgnames", &prefix], None)?;

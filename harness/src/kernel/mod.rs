@@ -1,6 +1,5 @@
 //! kernel spec ──> kernel artifact (bzImage + kbuild dir).
 
-mod apt;
 pub mod behaviour;
 mod build;
 mod debian;

@@ -3,9 +3,9 @@
 //! Packaged and tarball sources are unpacked, patched, and cached by their
 //! identity plus the patch series; a local tree is used where it is.
 
-use super::apt::PrivateApt;
 use crate::cache::{Cache, ContentHash};
 use crate::event::Event;
+use crate::host::private_apt::PrivateApt;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -95,9 +95,7 @@ pub fn prepare(
         Origin::Debian(debian) => {
             let apt = PrivateApt::new(cache, &debian.suites)?;
             let resolved: ResolvedSource = super::pinned(lock, cache, &debian.package, || {
-                if !apt.has_lists() {
-                    apt.update()?;
-                }
+                apt.update_if_missing()?;
                 let version = apt.version_of(&debian.package)?.with_context(|| {
                     format!("{} is not in {}", debian.package, debian.suites.join(", "))
                 })?;

@@ -8,7 +8,30 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+const KEYRING_FILE: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// The keys Debian signs its archive with; Ubuntu ships them too, in universe.
+pub const KEYRING: super::Tool = super::Tool::fixed(KEYRING_FILE, "debian-archive-keyring");
+
+/// Make sure the keyring is there and readable, installing its package as
+/// root; otherwise one line that names the package. Without it apt only
+/// says "NO_PUBKEY ... is not signed".
+pub fn ensure_keyring(lock_dir: &Path) -> Result<()> {
+    super::ensure(&[KEYRING], lock_dir)?;
+    let path = Path::new(KEYRING_FILE);
+    let usable = fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.len() > 0)
+        && fs::File::open(path).is_ok();
+    if !usable {
+        bail!(
+            "{} is missing, empty or unreadable: Debian's archive cannot be checked without it; \
+             install the package {} ({}; Ubuntu has it in universe)",
+            path.display(),
+            KEYRING.package,
+            super::install_command(&[KEYRING.package.as_ref()])
+        );
+    }
+    Ok(())
+}
 
 /// One `deb` line per suite; `*-security` suites live in their own archive.
 pub fn sources_list(suites: &[String]) -> String {
@@ -21,7 +44,7 @@ pub fn sources_list(suites: &[String]) -> String {
             } else {
                 "debian"
             };
-            format!("deb [signed-by={KEYRING}] {mirror}/{archive} {suite} main\n")
+            format!("deb [signed-by={KEYRING_FILE}] {mirror}/{archive} {suite} main\n")
         })
         .collect()
 }
@@ -29,6 +52,7 @@ pub fn sources_list(suites: &[String]) -> String {
 /// apt-get and apt-cache with sources, lists and cache of the harness's own.
 pub struct PrivateApt {
     dir: PathBuf,
+    locks: PathBuf,
 }
 
 impl PrivateApt {
@@ -40,7 +64,10 @@ impl PrivateApt {
         fs::create_dir_all(dir.join("lists/partial"))?;
         fs::create_dir_all(dir.join("cache/archives/partial"))?;
         fs::write(dir.join("sources.list"), sources)?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            locks: cache.root().join("locks"),
+        })
     }
 
     fn command(&self, program: &str) -> Command {
@@ -83,10 +110,41 @@ impl PrivateApt {
     }
 
     pub fn update(&self) -> Result<()> {
+        self.update_unless(|| false)
+    }
+
+    /// Fetch the lists unless they are there (another process may have
+    /// fetched them while this one waited for the lock).
+    pub fn update_if_missing(&self) -> Result<()> {
+        if self.has_lists() {
+            return Ok(());
+        }
+        self.update_unless(|| self.has_lists())
+    }
+
+    fn update_unless(&self, done: impl Fn() -> bool) -> Result<()> {
+        ensure_keyring(&self.locks)?;
+        // apt runs without its own locks here (Debug::NoLocking): two
+        // processes must not rewrite the same lists at once.
+        let _lock = self.lock_lists()?;
+        if done() {
+            return Ok(());
+        }
         crate::event::emit(crate::event::Event::UpdatingAptLists {
             dir: self.dir.clone(),
         });
         self.run("apt-get", &["-q", "update"], None).map(drop)
+    }
+
+    fn lock_lists(&self) -> Result<fs::File> {
+        fs::create_dir_all(&self.locks)?;
+        let key = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        let path = self.locks.join(format!("apt-lists-{key}.lock"));
+        let file =
+            fs::File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        file.lock()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(file)
     }
 
     /// Candidate version of a package, if the lists know it.
@@ -115,6 +173,7 @@ impl PrivateApt {
     pub fn download(&self, packages: &[String], dir: &Path) -> Result<()> {
         let mut args = vec!["-q", "download"];
         args.extend(packages.iter().map(String::as_str));
+        ensure_keyring(&self.locks)?;
         crate::event::emit(crate::event::Event::Downloading {
             what: packages.join(" "),
         });
