@@ -12,6 +12,11 @@ pub enum Event {
     InstallingPackages {
         packages: Vec<String>,
     },
+    /// No host QEMU (and none installable without harm): a private copy
+    /// of Debian's runs instead.
+    UsingPrivateQemu {
+        why: String,
+    },
     /// A private apt configuration refreshing its package lists.
     UpdatingAptLists {
         dir: PathBuf,

@@ -5,6 +5,7 @@
 
 pub mod apt;
 pub mod private_apt;
+pub mod qemu;
 
 use anyhow::{bail, Context, Result};
 use std::borrow::Cow;
@@ -26,7 +27,6 @@ impl Tool {
     }
 }
 
-pub const QEMU: Tool = Tool::fixed("qemu-system-x86_64", "qemu-system-x86");
 pub const MAKE: Tool = Tool::fixed("make", "make");
 pub const GCC: Tool = Tool::fixed("gcc", "gcc");
 pub const APT_GET: Tool = Tool::fixed("apt-get", "apt");
@@ -52,8 +52,8 @@ pub const BASH_STATIC: Tool = Tool::fixed("/bin/bash-static", "bash-static");
 pub const BUSYBOX_STATIC: &str = "/bin/busybox";
 const BUSYBOX_PACKAGE: &str = "busybox-static";
 
-/// Everything a scenario run needs on the host.
-pub const SCENARIO_TOOLS: &[Tool] = &[QEMU, MAKE, GCC, APT_GET, DPKG_DEB];
+/// Everything a scenario run needs on the host besides QEMU (see `qemu`).
+pub const SCENARIO_TOOLS: &[Tool] = &[MAKE, GCC, APT_GET, DPKG_DEB];
 
 pub fn find_program(program: &str) -> Option<PathBuf> {
     if program.starts_with('/') {

@@ -8,10 +8,12 @@
 
 use super::Guest;
 use crate::cache::{Cache, ContentHash};
+use crate::host::qemu::Qemu;
 use crate::vm::{self, Vm, VmConfig};
 use anyhow::{Context, Result};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 const STATE: &str = "state";
@@ -110,19 +112,22 @@ fn key(config: &VmConfig) -> Result<String> {
         .add_file("initramfs", &config.initramfs)?
         .add("hardware", vm::hardware_args(config).join(" "))
         .add("append", vm::APPEND)
-        .add("qemu", qemu_version()?);
+        .add("qemu", qemu_version(&config.qemu)?);
     Ok(hash.finish())
 }
 
-fn qemu_version() -> Result<&'static str> {
-    static VERSION: OnceLock<String> = OnceLock::new();
-    if let Some(version) = VERSION.get() {
-        return Ok(version);
+fn qemu_version(qemu: &Qemu) -> Result<String> {
+    static VERSIONS: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+    let mut versions = VERSIONS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, version)) = versions.iter().find(|(p, _)| *p == qemu.program) {
+        return Ok(version.clone());
     }
-    let output = std::process::Command::new(vm::qemu_program())
+    let output = qemu
+        .command()
         .arg("--version")
         .output()
-        .with_context(|| format!("cannot run {} --version", vm::qemu_program()))?;
+        .with_context(|| format!("cannot run {} --version", qemu.program.display()))?;
     let version = String::from_utf8_lossy(&output.stdout).into_owned();
-    Ok(VERSION.get_or_init(|| version))
+    versions.push((qemu.program.clone(), version.clone()));
+    Ok(version)
 }

@@ -13,6 +13,8 @@ use std::process::{Command, Output};
 pub struct Plan {
     /// Packages apt would install or upgrade.
     pub install: Vec<String>,
+    /// The same as `name=version`.
+    pub pinned: Vec<String>,
     /// Packages apt would remove: the harness refuses.
     pub remove: Vec<String>,
     /// Packages apt would downgrade: the harness refuses.
@@ -37,8 +39,15 @@ impl Plan {
             if line.starts_with("The following packages will be DOWNGRADED") {
                 in_downgrades = true;
             } else if let Some(rest) = line.strip_prefix("Inst ") {
-                plan.install
-                    .extend(rest.split_whitespace().next().map(str::to_string));
+                // Inst NAME [INSTALLED] (VERSION ARCHIVE [ARCH])
+                let name = rest.split_whitespace().next().unwrap_or_default();
+                let version = rest
+                    .split_once('(')
+                    .and_then(|(_, after)| after.split_whitespace().next());
+                if let Some(version) = version {
+                    plan.pinned.push(format!("{name}={version}"));
+                }
+                plan.install.push(name.to_string());
             } else if let Some(rest) = line.strip_prefix("Remv ") {
                 plan.remove
                     .extend(rest.split_whitespace().next().map(str::to_string));
@@ -185,9 +194,13 @@ Inst libbar2 [2.0-1] (1.0-1 Debian:12.12/oldstable [amd64])
         let plan = Plan::parse(REMOVES_QEMU_UTILS);
         assert_eq!(plan.remove, ["qemu-utils"]);
         assert!(plan.install.contains(&"qemu-system-x86".to_string()));
+        assert!(plan
+            .pinned
+            .contains(&"qemu-system-common=1:7.2+dfsg-7+deb12u18+b3".to_string()));
         assert!(plan.harms_host());
         let plan = Plan::parse(DOWNGRADES);
         assert_eq!(plan.downgrade, ["libfoo1", "libbar2"]);
+        assert_eq!(plan.pinned, ["libfoo1=1.0-1", "libbar2=1.0-1"]);
         assert!(plan.harms_host());
         let plan = Plan::parse(CLEAN);
         assert_eq!(plan.install, ["busybox-static"]);

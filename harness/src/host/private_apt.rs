@@ -147,6 +147,42 @@ impl PrivateApt {
         Ok(file)
     }
 
+    /// What the lists are: their names, sizes and times, which change
+    /// with every update that brings something new.
+    pub fn lists_identity(&self) -> String {
+        let mut entries: Vec<String> = fs::read_dir(self.dir.join("lists"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|entry| {
+                        let meta = entry.metadata().ok()?;
+                        let modified = meta.modified().ok()?;
+                        Some(format!(
+                            "{} {} {:?}",
+                            entry.file_name().to_string_lossy(),
+                            meta.len(),
+                            modified
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        entries.sort();
+        entries.join("\n")
+    }
+
+    /// `apt-get -s install` of `packages` from these lists against the
+    /// installed packages listed in `status` (a dpkg status file).
+    pub fn simulate_install(&self, packages: &[&str], status: &Path) -> Result<String> {
+        let mut command = self.command("apt-get");
+        command
+            .arg("-o")
+            .arg(format!("Dir::State::status={}", status.display()))
+            .args(["-q", "-s", "install", "--no-install-recommends"])
+            .args(packages);
+        crate::host::run_checked(&mut command)
+    }
+
     /// Candidate version of a package, if the lists know it.
     pub fn version_of(&self, package: &str) -> Result<Option<String>> {
         let policy = self.run("apt-cache", &["policy", package], None)?;

@@ -169,6 +169,7 @@ fn boot(
     interactive: bool,
 ) -> Result<Option<(Guest, Profile)>> {
     host::ensure(host::SCENARIO_TOOLS, &cache.root().join("locks"))?;
+    let qemu = host::qemu::locate(cache)?;
     let kernel = kernel::prepare(spec, cache)?;
     verdict.kernel_version = Some(kernel.version.clone());
     let profile = kernel.profile()?;
@@ -204,9 +205,10 @@ fn boot(
         artifacts::rerun_script(project, scenario, &spec.name),
     )?;
     let timeouts = Timeouts::from_env();
-    let accel = vm::choose_accel(&kernel.bzimage, &cache.root().join("probe"));
+    let accel = vm::choose_accel(&qemu, &kernel.bzimage, &cache.root().join("probe"));
     verdict.accel = Some(accel.name());
     let config = VmConfig {
+        qemu,
         bzimage: kernel.bzimage.clone(),
         initramfs,
         log_dir: verdict.artifacts.clone(),

@@ -1,11 +1,11 @@
 //! Which accelerator QEMU can use. /dev/kvm may exist and still fail
 //! (nested virtualisation), so KVM is probed by booting the kernel under it.
 
-use super::qemu_program;
+use crate::host::qemu::Qemu;
 use crate::settings::AccelChoice;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl Accel {
 
 /// `KLP_HARNESS_ACCEL=kvm|tcg` decides; otherwise KVM if a probe boot of
 /// `bzimage` under it prints the kernel banner within a few seconds.
-pub fn choose(bzimage: &Path, cache_dir: &Path) -> Accel {
+pub fn choose(qemu: &Qemu, bzimage: &Path, cache_dir: &Path) -> Accel {
     match crate::settings::get().accel {
         AccelChoice::Kvm => return Accel::Kvm,
         AccelChoice::Tcg => return Accel::Tcg,
@@ -54,7 +54,7 @@ pub fn choose(bzimage: &Path, cache_dir: &Path) -> Accel {
             Accel::Tcg
         };
     }
-    let accel = if kvm_boots(bzimage) {
+    let accel = if kvm_boots(qemu, bzimage) {
         Accel::Kvm
     } else {
         Accel::Tcg
@@ -64,8 +64,9 @@ pub fn choose(bzimage: &Path, cache_dir: &Path) -> Accel {
     accel
 }
 
-fn kvm_boots(bzimage: &Path) -> bool {
-    let Ok(mut child) = Command::new(qemu_program())
+fn kvm_boots(qemu: &Qemu, bzimage: &Path) -> bool {
+    let Ok(mut child) = qemu
+        .command()
         .args([
             "-accel",
             "kvm",

@@ -15,6 +15,7 @@ pub use accel::Accel;
 pub use console::Console;
 pub use interact::interact;
 
+use crate::host::qemu::Qemu;
 use anyhow::{bail, Context, Result};
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
@@ -24,12 +25,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub fn qemu_program() -> &'static str {
-    "qemu-system-x86_64"
-}
-
 #[derive(Clone, Debug)]
 pub struct VmConfig {
+    pub qemu: Qemu,
     pub bzimage: PathBuf,
     pub initramfs: PathBuf,
     /// Directory that receives console.log and qemu.log.
@@ -62,8 +60,8 @@ pub struct Vm {
 }
 
 /// Pick the accelerator for this kernel (probing KVM once per host boot).
-pub fn choose_accel(bzimage: &Path, cache_dir: &Path) -> Accel {
-    accel::choose(bzimage, cache_dir)
+pub fn choose_accel(qemu: &Qemu, bzimage: &Path, cache_dir: &Path) -> Accel {
+    accel::choose(qemu, bzimage, cache_dir)
 }
 
 /// Kernel command line: console on ttyS0 with every message, timestamped
@@ -82,7 +80,7 @@ impl Vm {
         let socket = socket_dir.path().join("ctl");
         let monitor = socket_dir.path().join("mon");
         let mut qemu_log = std::fs::File::create(config.log_dir.join("qemu.log"))?;
-        let mut command = Command::new(qemu_program());
+        let mut command = config.qemu.command();
         command
             .args(["-nodefaults", "-no-reboot", "-display", "none"])
             .arg("-monitor")
@@ -135,13 +133,9 @@ impl Vm {
             });
         }
         let started = Instant::now();
-        let mut child = command.spawn().with_context(|| {
-            format!(
-                "cannot start {} (package {})",
-                qemu_program(),
-                crate::host::QEMU.package
-            )
-        })?;
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start QEMU, {}", config.qemu.origin()))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let console_input = child.stdin.take();
         let log = std::fs::File::create(config.log_dir.join("console.log"))?;
@@ -245,7 +239,19 @@ pub fn hardware_args(config: &VmConfig) -> Vec<String> {
 /// A command as a shell would take it back: each word single-quoted
 /// unless it is plain.
 fn shell_words(command: &Command) -> String {
-    std::iter::once(command.get_program())
+    // Variables set for the command (a private QEMU's libraries) first.
+    let env: Vec<std::ffi::OsString> = command
+        .get_envs()
+        .filter_map(|(name, value)| {
+            let mut word = name.to_os_string();
+            word.push("=");
+            word.push(value?);
+            Some(word)
+        })
+        .collect();
+    env.iter()
+        .map(|word| word.as_os_str())
+        .chain(std::iter::once(command.get_program()))
         .chain(command.get_args())
         .map(|word| {
             let word = word.to_string_lossy();
