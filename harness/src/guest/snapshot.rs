@@ -111,6 +111,7 @@ fn key(config: &VmConfig) -> Result<String> {
         .add_file("bzimage", &config.bzimage)?
         .add_file("initramfs", &config.initramfs)?
         .add("hardware", vm::hardware_args(config).join(" "))
+        .add("accel state", config.accel.saved_state_key())
         .add("append", vm::APPEND)
         .add("qemu", qemu_version(&config.qemu)?);
     Ok(hash.finish())
