@@ -1,12 +1,25 @@
 //! Content-addressed build cache: every entry is keyed by a hash of its
 //! inputs, built in a temporary directory and renamed into place, under a
-//! file lock so that concurrent test processes build it once.
+//! file lock so that concurrent test processes build it once. Files a use
+//! relies on can be sealed (see `seal`), `journal.log` records what was
+//! built and dropped, and `gc` removes what is stale.
+
+pub mod gc;
+pub mod seal;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
 use walkdir::WalkDir;
+
+/// Staging directories are named `.building-<key>-<random>`: `gc` can
+/// tell whose they are.
+const STAGING: &str = ".building-";
+/// An entry being removed is renamed to `.discarded-<key>-<random>` first.
+const DISCARDED: &str = ".discarded-";
 
 /// Root of the per-user cache, outside any checkout so that clones share it.
 #[derive(Clone, Debug)]
@@ -48,21 +61,45 @@ impl Cache {
         key: &str,
         build: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<PathBuf> {
+        self.sealed_entry(kind, key, |_| false, build)
+    }
+
+    /// `entry`, with the files `sealed` picks (paths relative to the entry)
+    /// sealed once built: an entry whose sealed files changed on disk is
+    /// dropped and built again.
+    pub fn sealed_entry(
+        &self,
+        kind: &str,
+        key: &str,
+        sealed: impl Fn(&Path) -> bool,
+        build: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
         let dir = self.root.join(kind);
         let target = dir.join(key);
-        if target.exists() {
+        if target.exists() && seal::check(&target).is_ok() {
+            touch(&target);
             return Ok(target);
         }
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let _lock = self.lock(&format!("{kind}-{key}").replace('/', "-"))?;
+        let _lock = self.lock(&lock_name(kind, key))?;
         if target.exists() {
-            return Ok(target);
+            match seal::check(&target) {
+                Ok(()) => {
+                    touch(&target);
+                    return Ok(target);
+                }
+                Err(why) => self.drop_entry(&target, &why)?,
+            }
         }
+        let started = Instant::now();
         let staging = tempfile::Builder::new()
-            .prefix(".building-")
+            .prefix(&format!("{STAGING}{key}-"))
             .tempdir_in(&dir)
             .with_context(|| format!("cannot create a staging directory in {}", dir.display()))?;
-        build(staging.path())?;
+        let built = build(staging.path()).and_then(|()| seal::write(staging.path(), &sealed));
+        if let Err(err) = built {
+            return Err(self.explain_failure(err, &format!("{kind}/{key}")));
+        }
         let staged = staging.keep();
         fs::rename(&staged, &target).with_context(|| {
             format!(
@@ -71,7 +108,89 @@ impl Cache {
                 target.display()
             )
         })?;
+        self.journal(&format!(
+            "built {kind}/{key} in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
         Ok(target)
+    }
+
+    /// Whether the entry at `path` is as it was made; if not, it is dropped
+    /// (the caller makes it anew) and the reason returned.
+    pub fn check_entry(&self, path: &Path) -> Result<Option<String>> {
+        match seal::check(path) {
+            Ok(()) => {
+                touch(path);
+                Ok(None)
+            }
+            Err(why) => {
+                self.drop_entry(path, &why)?;
+                Ok(Some(why))
+            }
+        }
+    }
+
+    fn drop_entry(&self, path: &Path, why: &str) -> Result<()> {
+        self.journal(&format!(
+            "dropped {}: {why}",
+            path.strip_prefix(&self.root).unwrap_or(path).display()
+        ));
+        crate::event::emit(crate::event::Event::CacheEntryDropped {
+            path: path.to_path_buf(),
+            why: why.to_string(),
+        });
+        self.discard(path)
+    }
+
+    /// Remove an entry: renamed aside first, so that it disappears at once
+    /// (a process still reading one of its files keeps its open file).
+    pub fn discard(&self, path: &Path) -> Result<()> {
+        let parent = path.parent().unwrap_or(&self.root);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let trash = tempfile::Builder::new()
+            .prefix(&format!("{DISCARDED}{name}-"))
+            .tempdir_in(parent)
+            .with_context(|| format!("cannot make room to discard {}", path.display()))?;
+        let moved = trash.path().join("entry");
+        if fs::rename(path, &moved).is_ok() {
+            fs::remove_dir_all(&moved).ok();
+        }
+        Ok(())
+    }
+
+    /// Say so when a build failed because the cache's file system is full.
+    pub fn explain_failure(&self, err: anyhow::Error, what: &str) -> anyhow::Error {
+        let out_of_space = err.chain().any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+                || cause.to_string().contains("No space left on device")
+        });
+        match free_space(&self.root) {
+            Some((free, total)) if out_of_space || free < 1 << 20 => err.context(format!(
+                "the file system holding the cache {} is full ({} free of {}); \
+                 nothing was published for {what}",
+                self.root.display(),
+                gc::human(free),
+                gc::human(total)
+            )),
+            _ => err,
+        }
+    }
+
+    /// Append a line to `journal.log`: what was built or dropped, when, by
+    /// which process. Best effort: a full disk must not hide the real error.
+    pub fn journal(&self, line: &str) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Ok(mut file) = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("journal.log"))
+        {
+            let _ = file.write_all(format!("{now} pid {} {line}\n", std::process::id()).as_bytes());
+        }
     }
 
     /// An exclusive lock held until the returned file is dropped.
@@ -85,6 +204,30 @@ impl Cache {
             .with_context(|| format!("cannot lock {}", path.display()))?;
         Ok(file)
     }
+}
+
+fn lock_name(kind: &str, key: &str) -> String {
+    format!("{kind}-{key}").replace('/', "-")
+}
+
+/// Mark an entry used now (its directory's modification time), for `gc`.
+pub fn touch(path: &Path) {
+    if let Ok(dir) = File::open(path) {
+        let _ = dir.set_modified(SystemTime::now());
+    }
+}
+
+/// Free and total bytes of the file system holding `path`.
+fn free_space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the struct we own and reads a NUL-terminated path.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    let block = stat.f_frsize;
+    Some((stat.f_bavail * block, stat.f_blocks * block))
 }
 
 /// A SHA-256 over labelled inputs; labels keep `("a", "bc")` apart from `("ab", "c")`.
@@ -167,5 +310,34 @@ mod tests {
         assert!(!tmp.path().join("things/k2").exists());
         let leftovers: Vec<_> = fs::read_dir(tmp.path().join("things")).unwrap().collect();
         assert!(leftovers.is_empty(), "staging directory left behind");
+    }
+
+    #[test]
+    fn a_sealed_file_changed_on_disk_is_built_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().to_path_buf()).unwrap();
+        let mut builds = 0;
+        let mut get = || {
+            cache
+                .sealed_entry(
+                    "things",
+                    "k3",
+                    |path| path.extension().is_some_and(|e| e == "ko"),
+                    |dir| {
+                        builds += 1;
+                        fs::write(dir.join("m.ko"), "module")?;
+                        Ok(())
+                    },
+                )
+                .unwrap()
+        };
+        let path = get();
+        fs::write(path.join("m.ko"), "edited").unwrap();
+        let path = get();
+        assert_eq!(fs::read_to_string(path.join("m.ko")).unwrap(), "module");
+        get();
+        assert_eq!(builds, 2);
+        let journal = fs::read_to_string(tmp.path().join("journal.log")).unwrap();
+        assert!(journal.contains("dropped things/k3: "), "{journal}");
     }
 }

@@ -45,6 +45,11 @@ pub enum Event {
     KernelBuildFinished {
         kernel: String,
     },
+    /// A cache entry changed on disk since it was made; it is made anew.
+    CacheEntryDropped {
+        path: PathBuf,
+        why: String,
+    },
     /// A saved guest state did not start; the guest boots instead.
     SavedStateDropped {
         why: String,

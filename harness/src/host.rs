@@ -112,9 +112,27 @@ pub fn missing_packages(tools: &[Tool]) -> Vec<&str> {
     packages
 }
 
+/// Let `command` stop when the thread that starts it goes away (the
+/// harness killed, say): SIGTERM, on which make stops its jobs and deletes
+/// its half-written targets. A build or download must not go on writing
+/// into the cache after its harness died while the next run rebuilds.
+pub fn stop_with_harness(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
+    // SIGTERM to the child when the thread that started it goes away.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Run a command to completion; its stdout on success, its stderr in the error.
 pub fn run_checked(command: &mut Command) -> Result<String> {
-    let output = command
+    let output = stop_with_harness(command)
         .output()
         .with_context(|| format!("cannot run {command:?}"))?;
     if !output.status.success() {

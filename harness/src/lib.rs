@@ -16,6 +16,7 @@ pub mod fixture;
 pub mod guest;
 pub mod host;
 pub mod image;
+pub mod interrupt;
 pub mod kbuild;
 pub mod kernel;
 pub mod model;

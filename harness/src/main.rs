@@ -135,6 +135,23 @@ enum Command {
         #[command(subcommand)]
         command: KernelCommand,
     },
+    /// The cache (KLP_HARNESS_CACHE).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Remove what builds that died left behind, and entries (kernels,
+    /// builds, fixtures, images, saved guest states) not used for DAYS;
+    /// print what went and the size that stays. Entries being built are
+    /// left alone.
+    Gc {
+        #[arg(long, default_value_t = 30)]
+        unused_days: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -295,6 +312,17 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Kernel { command } => kernel_command(&project, command),
+        Command::Cache {
+            command: CacheCommand::Gc { unused_days },
+        } => {
+            let cache = Cache::from_env()?;
+            let keep = std::time::Duration::from_secs(unused_days * 86_400);
+            print!(
+                "{}",
+                klp_harness::cache::gc::collect(&cache, keep)?.summary()
+            );
+            Ok(())
+        }
         Command::Fixture { command } => fixture_command(&project, command),
     }
 }
@@ -347,7 +375,40 @@ fn run(
         .iter()
         .flat_map(|spec| loaded.iter().map(move |scenario| (scenario, spec)))
         .collect();
+    let rules: std::collections::BTreeMap<String, String> = loaded
+        .iter()
+        .map(|s| (s.name.clone(), s.rules.join(", ")))
+        .collect();
+    // Each verdict goes to report.jsonl as its run ends; an interrupted run
+    // prints the report so far.
+    let journal = report::Journal::create(project.output_dir().join("report.jsonl"))?;
+    let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let total = runs.len();
+    klp_harness::interrupt::on_interrupt({
+        let (finished, rules, path) = (finished.clone(), rules.clone(), journal.path.clone());
+        move |signal| {
+            let finished = finished.lock().unwrap_or_else(|p| p.into_inner());
+            print!("{}", report::render(format, &finished, &rules));
+            eprintln!(
+                "klp-harness: interrupted by signal {signal}: {} of {total} runs finished; \
+                 their verdicts are in {}",
+                finished.len(),
+                path.display()
+            );
+            std::process::exit(128 + signal);
+        }
+    })?;
     let verdicts = scenario::execute_many(project, &cache, &runs, jobs, |verdict| {
+        // A run cut short by the interruption has no verdict of its own.
+        if klp_harness::interrupt::interrupted() {
+            return;
+        }
+        journal.append(verdict);
+        report::keep_verdict(verdict);
+        finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(verdict.clone());
         match &verdict.outcome {
             Outcome::Fail(why) => {
                 eprintln!("FAIL {} on {}:\n{why}\n", verdict.scenario, verdict.kernel)
@@ -360,10 +421,6 @@ fn run(
             ),
         }
     });
-    let rules = loaded
-        .iter()
-        .map(|s| (s.name.clone(), s.rules.join(", ")))
-        .collect();
     print!("{}", report::render(format, &verdicts, &rules));
     if verdicts
         .iter()
@@ -400,6 +457,7 @@ fn repro(project: &Project, scenario: &str, kernels: &[String], jobs: usize) -> 
     let specs = selected_kernels(project, kernels)?;
     let runs: Vec<_> = specs.iter().map(|spec| (&loaded, spec)).collect();
     let verdicts = scenario::execute_many(project, &cache, &runs, jobs, |verdict| {
+        report::keep_verdict(verdict);
         eprintln!(
             "klp-harness: {} on {}: {}",
             verdict.scenario,

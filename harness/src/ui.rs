@@ -63,6 +63,10 @@ impl Terminal {
                 }
             }
             Event::SavedStateDropped { why } => self.line(why),
+            Event::CacheEntryDropped { path, why } => self.line(&format!(
+                "dropped {} from the cache ({why}); it is made anew",
+                path.display()
+            )),
             Event::ShellReady {
                 scenario,
                 kernel,

@@ -9,6 +9,8 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::Path;
 
 fn main() {
+    // A killed nextest must not leave this process and its guest running.
+    klp_harness::interrupt::exit_with_parent();
     klp_harness::ui::subscribe();
     let args = Arguments::from_args();
     let trials = match trials() {
@@ -89,6 +91,7 @@ fn scenario_trial(project: &Project, loaded: &Scenario, spec: &KernelSpec) -> Tr
     Trial::test(name, move || {
         let loaded = scenario::load(&project, &file).map_err(|e| format!("{e:#}"))?;
         let verdict = scenario::execute(&project, &Cache::from_env()?, &loaded, &spec);
+        klp_harness::report::keep_verdict(&verdict);
         match verdict.outcome {
             Outcome::Pass => Ok(()),
             // Not a failure of the suite: the kernel lacks the fix, and the

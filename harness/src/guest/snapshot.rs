@@ -44,6 +44,15 @@ pub fn boot(config: &VmConfig, limits: StartLimits) -> Result<Guest> {
 pub fn start(cache: &Cache, config: &VmConfig, limits: StartLimits) -> Result<Guest> {
     let key = key(config)?;
     let saved = cache.root().join("snapshots").join(&key);
+    // A state truncated or corrupted on disk is dropped before QEMU reads it.
+    if saved.is_dir() {
+        if let Some(why) = cache.check_entry(&saved)? {
+            std::fs::write(
+                config.log_dir.join("restore-failed.log"),
+                format!("{why}\nbooting instead; the saved state is made anew\n"),
+            )?;
+        }
+    }
     if saved.join(STATE).is_file() {
         match restore(&saved, config, limits) {
             Ok(guest) => return Ok(guest),
@@ -52,12 +61,13 @@ pub fn start(cache: &Cache, config: &VmConfig, limits: StartLimits) -> Result<Gu
                 let why = format!("{err:#}\nbooting instead; the saved state is made anew\n");
                 crate::event::emit(crate::event::Event::SavedStateDropped { why: why.clone() });
                 std::fs::write(config.log_dir.join("restore-failed.log"), why)?;
-                discard(cache, &saved)?;
+                cache.discard(&saved)?;
             }
         }
     }
     let mut guest = boot(config, limits)?;
-    cache.entry("snapshots", &key, |dir| {
+    let is_state = |path: &Path| path == Path::new(STATE);
+    cache.sealed_entry("snapshots", &key, is_state, |dir| {
         guest.vm.save_state(&dir.join(STATE))?;
         std::fs::write(
             dir.join(INIT_UPTIME),
@@ -67,19 +77,6 @@ pub fn start(cache: &Cache, config: &VmConfig, limits: StartLimits) -> Result<Gu
         Ok(())
     })?;
     Ok(guest)
-}
-
-/// Move a saved state out of the way (a QEMU still reading it keeps its
-/// open file), then delete it.
-fn discard(cache: &Cache, saved: &Path) -> Result<()> {
-    let trash = tempfile::Builder::new()
-        .prefix(".discarded-")
-        .tempdir_in(cache.root().join("snapshots"))?;
-    let moved = trash.path().join("state");
-    if std::fs::rename(saved, &moved).is_ok() {
-        std::fs::remove_dir_all(&moved).ok();
-    }
-    Ok(())
 }
 
 /// Loading a saved state takes well under a second; a start that has not

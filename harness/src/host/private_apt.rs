@@ -229,7 +229,7 @@ impl PrivateApt {
     pub fn extract_all(debs: &Path, root: &Path) -> Result<()> {
         for deb in fs::read_dir(debs)? {
             let deb = deb?.path();
-            let status = Command::new("dpkg-deb")
+            let status = super::stop_with_harness(&mut Command::new("dpkg-deb"))
                 .arg("-x")
                 .arg(&deb)
                 .arg(root)

@@ -59,32 +59,53 @@ pub fn build(name: &str, sources: &Sources, fragments: &[PathBuf], cache: &Cache
     let dir = cache.root().join("builds").join(&key);
     let done = dir.join(MARKER);
     if done.exists() {
+        crate::cache::touch(&dir);
         return Built::read(dir, key);
     }
     let _lock = cache.lock(&format!("build-{key}"))?;
     if done.exists() {
+        crate::cache::touch(&dir);
         return Built::read(dir, key);
     }
     if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+        // An interrupted build: start over in a clean directory.
+        cache.journal(&format!(
+            "dropped builds/{key}: a build that did not finish"
+        ));
+        cache.discard(&dir)?;
     }
-    fs::create_dir_all(&dir)?;
+    let started = std::time::Instant::now();
+    let done_text = run_build(name, sources, fragments, &dir)
+        .map_err(|err| cache.explain_failure(err, &format!("builds/{key}")))?;
+    fs::write(&done, done_text)?;
+    cache.journal(&format!(
+        "built builds/{key} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Built::read(dir, key)
+}
+
+/// Configure and build in `dir`; the completion marker's text.
+fn run_build(name: &str, sources: &Sources, fragments: &[PathBuf], dir: &Path) -> Result<String> {
+    fs::create_dir_all(dir)?;
     let log_path = dir.join("build.log");
     let mut log = fs::File::create(&log_path)?;
     let make = |args: &[&str], log: &mut fs::File, progress: Option<&str>| {
-        make(&sources.tree, &dir, args, log, progress)
+        make(&sources.tree, dir, args, log, progress)
             .map_err(|err| anyhow::anyhow!("{err:#}\n(full log: {})", log_path.display()))
     };
     make(&["tinyconfig"], &mut log, None)?;
-    let merge = Command::new(sources.tree.join("scripts/kconfig/merge_config.sh"))
-        .arg("-m")
-        .arg("-O")
-        .arg(&dir)
-        .arg(dir.join(".config"))
-        .args(fragments)
-        .current_dir(&dir)
-        .output()
-        .context("cannot run merge_config.sh")?;
+    let merge = crate::host::stop_with_harness(&mut Command::new(
+        sources.tree.join("scripts/kconfig/merge_config.sh"),
+    ))
+    .arg("-m")
+    .arg("-O")
+    .arg(dir)
+    .arg(dir.join(".config"))
+    .args(fragments)
+    .current_dir(dir)
+    .output()
+    .context("cannot run merge_config.sh")?;
     log.write_all(&merge.stdout)?;
     log.write_all(&merge.stderr)?;
     if !merge.status.success() {
@@ -117,10 +138,9 @@ pub fn build(name: &str, sources: &Sources, fragments: &[PathBuf], cache: &Cache
         kernel: name.to_string(),
     });
     result?;
-    let release = query(sources, &dir, "kernelrelease")?;
-    let version = query(sources, &dir, "kernelversion")?;
-    fs::write(&done, format!("{release}\n{version}\n"))?;
-    Built::read(dir, key)
+    let release = query(sources, dir, "kernelrelease")?;
+    let version = query(sources, dir, "kernelversion")?;
+    Ok(format!("{release}\n{version}\n"))
 }
 
 /// Options set by a fragment (`CONFIG_X=v` or `# CONFIG_X is not set`)
@@ -162,7 +182,7 @@ fn make(
     // The kernel whose build progress to report, line by line.
     progress: Option<&str>,
 ) -> Result<()> {
-    let mut child = Command::new("make")
+    let mut child = crate::host::stop_with_harness(&mut Command::new("make"))
         .arg("-C")
         .arg(src)
         .arg(format!("O={}", out.display()))

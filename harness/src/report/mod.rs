@@ -138,39 +138,81 @@ impl<'a> JsonKnownBug<'a> {
     }
 }
 
+fn json_row(v: &Verdict) -> JsonVerdict<'_> {
+    let (reason, failure, known_bug) = match &v.outcome {
+        Outcome::Pass => (None, None, None),
+        Outcome::Fail(failure) => (None, Some(JsonFailure::of(failure)), None),
+        Outcome::NotApplicable(why) => (Some(why.as_str()), None, None),
+        Outcome::KnownBug(bug) => (None, None, Some(JsonKnownBug::of(bug))),
+    };
+    let result = match &v.outcome {
+        Outcome::Pass => "pass",
+        Outcome::Fail(_) => "fail",
+        Outcome::NotApplicable(_) => "n/a",
+        Outcome::KnownBug(_) => "known-bug",
+    };
+    JsonVerdict {
+        scenario: &v.scenario,
+        kernel: &v.kernel,
+        result,
+        reason,
+        failure,
+        known_bug,
+        seconds: v.duration.as_secs_f64(),
+        accel: v.accel,
+        ready_seconds: v.boot.map(|b| b.ready.as_secs_f64()),
+        init_uptime_seconds: v.boot.map(|b| b.init_uptime.as_secs_f64()),
+        restored: v.boot.map(|b| b.restored),
+        artifacts: v.artifacts.display().to_string(),
+    }
+}
+
 fn json(verdicts: &[Verdict]) -> String {
-    let rows: Vec<JsonVerdict> = verdicts
-        .iter()
-        .map(|v| {
-            let (reason, failure, known_bug) = match &v.outcome {
-                Outcome::Pass => (None, None, None),
-                Outcome::Fail(failure) => (None, Some(JsonFailure::of(failure)), None),
-                Outcome::NotApplicable(why) => (Some(why.as_str()), None, None),
-                Outcome::KnownBug(bug) => (None, None, Some(JsonKnownBug::of(bug))),
-            };
-            let result = match &v.outcome {
-                Outcome::Pass => "pass",
-                Outcome::Fail(_) => "fail",
-                Outcome::NotApplicable(_) => "n/a",
-                Outcome::KnownBug(_) => "known-bug",
-            };
-            JsonVerdict {
-                scenario: &v.scenario,
-                kernel: &v.kernel,
-                result,
-                reason,
-                failure,
-                known_bug,
-                seconds: v.duration.as_secs_f64(),
-                accel: v.accel,
-                ready_seconds: v.boot.map(|b| b.ready.as_secs_f64()),
-                init_uptime_seconds: v.boot.map(|b| b.init_uptime.as_secs_f64()),
-                restored: v.boot.map(|b| b.restored),
-                artifacts: v.artifacts.display().to_string(),
-            }
-        })
-        .collect();
+    let rows: Vec<JsonVerdict> = verdicts.iter().map(json_row).collect();
     serde_json::to_string_pretty(&rows).expect("verdicts serialise") + "\n"
+}
+
+/// One verdict as a line of JSON (the same fields as `--format json`).
+pub fn json_line(verdict: &Verdict) -> String {
+    serde_json::to_string(&json_row(verdict)).expect("a verdict serialises") + "\n"
+}
+
+/// Keep the verdict of a finished run in its run directory
+/// (`verdict.json`), so that the runs that ended before a process was
+/// killed still say how they ended.
+pub fn keep_verdict(verdict: &Verdict) {
+    if verdict.artifacts.is_dir() {
+        let _ = std::fs::write(verdict.artifacts.join("verdict.json"), json_line(verdict));
+    }
+}
+
+/// `report.jsonl`: one line per finished run, written as each ends, so
+/// that a run killed part way keeps the report so far.
+pub struct Journal {
+    file: std::sync::Mutex<std::fs::File>,
+    pub path: std::path::PathBuf,
+}
+
+impl Journal {
+    pub fn create(path: std::path::PathBuf) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self {
+            file: std::sync::Mutex::new(file),
+            path,
+        })
+    }
+
+    /// Append the verdict as one line, in one write.
+    pub fn append(&self, verdict: &Verdict) {
+        use std::io::Write;
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = file.write_all(json_line(verdict).as_bytes());
+    }
 }
 
 /// One row per scenario (with the rules it checks), one column per kernel.
