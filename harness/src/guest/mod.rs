@@ -154,7 +154,14 @@ impl Guest {
             // Loading the state counts against the boot timeout.
             command_timeout: boot_timeout,
         };
-        guest.run_ok("true")?;
+        // If it does not answer, keep QEMU's view of it: still loading the
+        // state, or running, and where its vCPUs are.
+        if let Err(err) = guest.run_ok("true") {
+            return Err(err.context(format!(
+                "the guest started from a saved state did not answer; QEMU's view:\n{}",
+                guest.vm.monitor_report()
+            )));
+        }
         guest.command_timeout = command_timeout;
         guest.boot.ready = guest.vm.started.elapsed();
         guest.kernel_log_since_last()?;

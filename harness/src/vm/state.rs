@@ -27,6 +27,30 @@ impl Vm {
         }
         Ok(())
     }
+
+    /// What QEMU says of a guest that does not answer: run state,
+    /// migration state and each vCPU's registers, for the logs. Best effort,
+    /// bounded by a few seconds (QEMU's main loop may be what hangs).
+    pub fn monitor_report(&self) -> String {
+        let report = || -> Result<String> {
+            let mut monitor = Monitor::connect_within(&self.monitor, Duration::from_secs(3))?;
+            let mut text = String::new();
+            for command in ["info status", "info migrate", "info registers -a"] {
+                let output = monitor.command(command)?;
+                let body = output
+                    .strip_suffix(PROMPT)
+                    .unwrap_or(&output)
+                    .lines()
+                    .skip(1)
+                    .filter(|line| !line.trim().is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                text += &format!("(qemu) {command}\n{body}\n");
+            }
+            Ok(text)
+        };
+        report().unwrap_or_else(|err| format!("QEMU's monitor did not answer: {err:#}\n"))
+    }
 }
 
 /// QEMU's human monitor on a unix socket: a command, then its output up
@@ -39,10 +63,14 @@ const PROMPT: &str = "(qemu) ";
 
 impl Monitor {
     fn connect(socket: &Path) -> Result<Self> {
+        // Saving a few hundred MB of guest memory takes seconds under TCG.
+        Self::connect_within(socket, Duration::from_secs(60))
+    }
+
+    fn connect_within(socket: &Path, limit: Duration) -> Result<Self> {
         let stream = UnixStream::connect(socket)
             .with_context(|| format!("cannot reach QEMU's monitor at {}", socket.display()))?;
-        // Saving a few hundred MB of guest memory takes seconds under TCG.
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        stream.set_read_timeout(Some(limit))?;
         let mut monitor = Monitor { stream };
         monitor.until_prompt()?;
         Ok(monitor)
