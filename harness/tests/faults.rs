@@ -387,6 +387,7 @@ fn signal_nextest(kernel: &str, signal: i32) -> Outcome {
     let child = command.spawn()?;
     let finished = scratch
         .runs()
+        .join("runs")
         .join(SHORT[0])
         .join(kernel)
         .join("verdict.json");
@@ -412,7 +413,7 @@ fn signal_nextest(kernel: &str, signal: i32) -> Outcome {
     let kept = SHORT
         .iter()
         .filter(|s| {
-            let run = scratch.runs().join(s).join(kernel);
+            let run = scratch.runs().join("runs").join(s).join(kernel);
             run.join("verdict.json").is_file()
         })
         .count();
