@@ -173,9 +173,6 @@ pub fn ensure(tools: &[Tool], lock_dir: &Path) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    crate::event::emit(crate::event::Event::InstallingPackages {
-        packages: missing.iter().map(|p| p.to_string()).collect(),
-    });
     apt::AptGet::default().install(&missing)
 }
 

@@ -115,6 +115,9 @@ impl AptGet {
         if plan.harms_host() {
             bail!("{}", refusal(packages, &plan));
         }
+        crate::event::emit(crate::event::Event::InstallingPackages {
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+        });
         let mut args = vec!["-y", "install", "--no-install-recommends", "--no-remove"];
         args.extend(packages);
         let output = self.run(&args)?;

@@ -117,7 +117,9 @@ fn decide(cache: &Cache) -> Result<Qemu> {
         (QemuChoice::Private, _) => private(cache),
         (_, Some(program)) => Ok(host(program)),
         (QemuChoice::Host, None) => {
-            install_on_host(cache)?;
+            install_on_host(cache).context(
+                "KLP_HARNESS_QEMU=host: unset it, or set it to private, to run a private copy instead",
+            )?;
             super::find_program(PROGRAM)
                 .map(host)
                 .with_context(|| format!("{PACKAGE} is installed, yet {PROGRAM} is not on PATH"))
@@ -147,9 +149,6 @@ fn install_on_host(cache: &Cache) -> Result<()> {
     }
     std::fs::create_dir_all(cache.root().join("locks"))?;
     let _lock = cache.lock("apt-install")?;
-    crate::event::emit(crate::event::Event::InstallingPackages {
-        packages: vec![PACKAGE.to_string()],
-    });
     AptGet::default().install(&[PACKAGE])
 }
 
