@@ -202,12 +202,14 @@ fn main() {
 
 /// Exit statuses, shown by `--help` and kept in README.md.
 const EXIT_STATUS: &str = "Exit status:
-  0  done; every scenario passed or was not applicable
+  0  done; every scenario passed, was not applicable, or reproduced a
+     known upstream bug (reported as such)
   1  run, repro: a scenario failed on some kernel; explore: the kernel
      diverged from the reference model
   2  the harness could not do its job: bad input or environment variable,
      a missing host package, a failed kernel build outside a scenario
-  130  interrupted by SIGINT (run: the report so far is printed and kept)";
+  130, 143  run interrupted by SIGINT or SIGTERM: the report so far is
+     printed, and kept in report.jsonl";
 
 fn real_main() -> Result<()> {
     let command =
