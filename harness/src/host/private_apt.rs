@@ -147,6 +147,15 @@ impl PrivateApt {
         Ok(file)
     }
 
+    /// When the lists last changed.
+    fn lists_modified(&self) -> Option<std::time::SystemTime> {
+        fs::read_dir(self.dir.join("lists"))
+            .ok()?
+            .flatten()
+            .filter_map(|entry| entry.metadata().ok()?.modified().ok())
+            .max()
+    }
+
     /// What the lists are: their names, sizes and times, which change
     /// with every update that brings something new.
     pub fn lists_identity(&self) -> String {
@@ -213,8 +222,10 @@ impl PrivateApt {
         crate::event::emit(crate::event::Event::Downloading {
             what: packages.join(" "),
         });
+        let tried = std::time::SystemTime::now();
         if self.run("apt-get", &args, Some(dir)).is_err() {
-            self.update()?;
+            // Unless another process refreshed the lists since this try.
+            self.update_unless(|| self.lists_modified().is_some_and(|when| when > tried))?;
             self.run("apt-get", &args, Some(dir)).with_context(|| {
                 format!(
                     "{} no longer offered; delete the kernel's .lock file to move on",
