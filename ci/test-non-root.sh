@@ -48,4 +48,5 @@ if [ ${#as_user[@]} -gt 0 ] && [ -n "$(find "$work/cache" "$work/out" -not -user
 	find "$work/cache" "$work/out" -not -user "$user" >&2
 	exit 1
 fi
-echo "non-root: passed; the cache holds $(du -sh "$work/cache" | cut -f1)"
+echo "non-root: passed; the cache holds $(du -sh "$work/cache" | cut -f1);" \
+	"KVM probe: $(grep -h -A1 "^QEMU's stderr" "$work"/cache/probe/*.log 2>/dev/null | tail -n 1)"
