@@ -14,8 +14,30 @@ use std::path::Path;
 /// The library's top-level modules, lowest first: each may use only the
 /// ones before it.
 const LAYERS: &[&str] = &[
-    "errno", "yaml", "event", "project", "cache", "host", "kbuild", "kernel", "fixture", "image",
-    "vm", "guest", "model", "scenario", "peer", "report", "bundle", "explore", "bench", "ui",
+    // Read by every layer: errors, YAML, events, signals, settings.
+    "errno",
+    "yaml",
+    "event",
+    "interrupt",
+    "settings",
+    // Paths, the cache, host tools, then the data flow itself.
+    "project",
+    "cache",
+    "host",
+    "kbuild",
+    "kernel",
+    "fixture",
+    "image",
+    "vm",
+    "guest",
+    "model",
+    "scenario",
+    "peer",
+    "report",
+    "bundle",
+    "explore",
+    "bench",
+    "ui",
 ];
 
 type ModulePath = Vec<String>;
