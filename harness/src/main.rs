@@ -538,9 +538,9 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
                     };
                     let basis = profile.basis(behaviour.id).map(ToString::to_string);
                     println!(
-                        "  {has} {:<40} fixed in {:<13} {}",
+                        "  {has} {:<40} since {:<5} {}",
                         behaviour.id,
-                        behaviour.fixed_in(),
+                        behaviour.since.unwrap_or("-"),
                         basis.unwrap_or_default()
                     );
                 }

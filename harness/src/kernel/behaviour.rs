@@ -190,7 +190,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "kernel/livepatch/core.c",
             with: "klp_clear_object_relocs(",
         }),
-        modelled: false,
+        modelled: true,
     },
     Behaviour {
         id: "cond-resched-switches-task",
