@@ -405,7 +405,7 @@ pub fn summary(report: &Report) -> String {
         report.steps,
         report.boots,
         report.elapsed.as_secs_f64(),
-        report.workspace.display()
+        crate::project::shown_path(&report.workspace)
     );
     for line in &report.pool {
         text.push_str(&format!("  {line}\n"));
@@ -440,7 +440,7 @@ pub fn summary(report: &Report) -> String {
             "divergence, shrunk from {} to {} steps: {}\n{}\n",
             d.original_steps,
             d.shrunk_steps,
-            d.file.display(),
+            crate::project::shown_path(&d.file),
             first_lines(&d.failure, 8)
         ));
     }
