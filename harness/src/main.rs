@@ -120,6 +120,10 @@ enum Command {
         /// kernel behaviours`).
         #[arg(long)]
         mutate: Option<klp_harness::model::Mutation>,
+        /// Guest CPUs.
+        #[arg(long, default_value_t = klp_harness::vm::DEFAULT_CPUS,
+              value_parser = clap::value_parser!(u32).range(1..=klp_harness::vm::MAX_CPUS as i64))]
+        cpus: u32,
     },
     /// Check scenario files without booting anything.
     Check { scenarios: Vec<String> },
@@ -291,6 +295,7 @@ fn real_main() -> Result<()> {
             time,
             pool,
             mutate,
+            cpus,
         } => {
             let spec = kernel::find(&project, &kernel)?;
             let options = klp_harness::explore::Options {
@@ -300,6 +305,7 @@ fn real_main() -> Result<()> {
                 time: time.map(std::time::Duration::from_secs),
                 pool,
                 mutation: mutate,
+                cpus,
             };
             let report =
                 klp_harness::explore::explore(&project, &Cache::from_env()?, &spec, &options)?;

@@ -34,6 +34,8 @@ pub struct Options {
     pub pool: usize,
     /// A wrong rule to put into the model, to check that exploration finds it.
     pub mutation: Option<Mutation>,
+    /// Guest CPUs.
+    pub cpus: u32,
 }
 
 /// What an exploration did.
@@ -98,7 +100,7 @@ pub fn explore(
     let defs: Defs = fixtures.iter().map(|f| (f.name.clone(), f.def())).collect();
 
     let profile = kernel::prepare(spec, cache)?.profile()?;
-    let mut runner = Runner::new(project, cache, spec, &workspace, &names)?;
+    let mut runner = Runner::new(project, cache, spec, &workspace, &names, options.cpus)?;
     let mut start = Model::new(defs.clone(), &profile).with_mutation(options.mutation);
     start
         .step(&Op::Load(target::MODULE.to_string()), true)
@@ -220,8 +222,12 @@ fn shrink_and_write(
         .mutation
         .map(|m| format!(" --mutate {}", m.name()))
         .unwrap_or_default();
+    let cpus = match options.cpus {
+        crate::vm::DEFAULT_CPUS => String::new(),
+        cpus => format!(" --cpus {cpus}"),
+    };
     let header = format!(
-        "Found by `klp-harness explore --kernel {kernel} --seed {seed} --steps {steps} --pool {pool}{mutation}`\n\
+        "Found by `klp-harness explore --kernel {kernel} --seed {seed} --steps {steps} --pool {pool}{cpus}{mutation}`\n\
          ({label}, shrunk from {original_steps} to {shrunk_steps} steps by delta debugging).\n\
          The kernel disagreed with the reference model:\n{failure}\n\
          Re-run: cargo run --release -- run --kernel {kernel} {shown}",
@@ -243,6 +249,7 @@ fn shrink_and_write(
         &description,
         &sequence::fixtures_used(&runner.pool, &moves),
         &moves,
+        options.cpus,
     );
     std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
     Ok(Divergence {
@@ -277,10 +284,11 @@ impl<'a> Runner<'a> {
         spec: &'a KernelSpec,
         workspace: &Path,
         pool: &[String],
+        cpus: u32,
     ) -> Result<Self> {
         let file = workspace.join(POOL_SCENARIO);
         let text = format!(
-            "description: every fixture of the pool\nfixtures: [{TARGET}, {}]\nsteps:\n  - load: {TARGET}\n",
+            "description: every fixture of the pool\ncpus: {cpus}\nfixtures: [{TARGET}, {}]\nsteps:\n  - load: {TARGET}\n",
             pool.join(", ")
         );
         std::fs::write(&file, &text)?;
@@ -314,6 +322,7 @@ impl<'a> Runner<'a> {
             label,
             &sequence::fixtures_used(&self.pool, &moves),
             &moves,
+            self.pool_scenario.cpus,
         );
         let scenario = scenario::parse(self.project, &file, &text)?;
         Ok((file, text, scenario))

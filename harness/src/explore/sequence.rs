@@ -274,12 +274,16 @@ pub fn scenario_yaml(
     description: &str,
     fixtures: &[String],
     moves: &[Move],
+    cpus: u32,
 ) -> String {
     let mut text = String::new();
     for line in header.lines() {
         let _ = writeln!(text, "# {line}");
     }
     let _ = writeln!(text, "description: {description}");
+    if cpus != crate::vm::DEFAULT_CPUS {
+        let _ = writeln!(text, "cpus: {cpus}");
+    }
     let _ = writeln!(text, "follow_model: true");
     let mut all = vec![target::MODULE.to_string()];
     all.extend(fixtures.iter().cloned());
@@ -374,7 +378,8 @@ mod tests {
             let ops = generate(&mut rng, &model, &pool, 12);
             let moves = replay(&model, &ops).expect("a generated sequence replays");
             let fixtures = fixtures_used(&pool, &moves);
-            let text = scenario_yaml("seed", "d", &fixtures, &moves);
+            let cpus = 1 + (seed % 2) as u32;
+            let text = scenario_yaml("seed", "d", &fixtures, &moves, cpus);
             // The fixtures must exist beside the scenario for it to load.
             let local = dir.path().join(format!("s{seed}"));
             std::fs::create_dir_all(local.join("fixtures")).unwrap();
@@ -391,6 +396,7 @@ mod tests {
                 .unwrap_or_else(|err| panic!("{err:#}\n{text}"));
             assert_eq!(scenario.steps.len(), moves.len() + 1);
             assert!(scenario.steps.iter().all(|s| s.follow_model));
+            assert_eq!(scenario.cpus, cpus);
         }
     }
 }

@@ -40,6 +40,11 @@ pub struct ScenarioFile {
     /// state of an earlier boot (for scenarios about the boot itself).
     #[serde(default)]
     pub fresh_boot: bool,
+    /// Guest CPUs, 1 to 8 (default 1). On one CPU a transition completes at
+    /// klp's first try; a scenario about concurrency asks for 2 or more.
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    pub cpus: Option<Spanned<u32>>,
     /// Check every step against the reference model as well: the step's
     /// outcome (success or errno) and every file under
     /// /sys/kernel/livepatch, /sys/kernel/klp_features and

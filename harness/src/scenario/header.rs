@@ -24,6 +24,8 @@ pub struct Header {
     pub allow: Allowances,
     /// The upstream fix it checks.
     pub fix: Option<&'static Behaviour>,
+    /// Guest CPUs.
+    pub cpus: u32,
 }
 
 /// Kernel log lines and taint flags a scenario tolerates.
@@ -83,6 +85,17 @@ pub fn check(project: &Project, file: &Path, raw: &ScenarioFile) -> Result<Heade
         }
         rules.push(rule.value.clone());
     }
+
+    let cpus = match &raw.cpus {
+        None => crate::vm::DEFAULT_CPUS,
+        Some(cpus) if (1..=crate::vm::MAX_CPUS).contains(&cpus.value) => cpus.value,
+        Some(cpus) => bail!(
+            "{}: cpus: {} is out of range; expected 1 to {}",
+            at(&cpus.referenced),
+            cpus.value,
+            crate::vm::MAX_CPUS
+        ),
+    };
 
     let mut requires = Requirements::default();
     if let Some(version) = &raw.requires.min_version {
@@ -174,6 +187,7 @@ pub fn check(project: &Project, file: &Path, raw: &ScenarioFile) -> Result<Heade
         fixtures,
         needs_kernel_source,
         allow,
+        cpus,
     })
 }
 

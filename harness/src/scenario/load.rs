@@ -35,6 +35,8 @@ pub struct Scenario {
     pub fresh_boot: bool,
     /// The upstream fix it checks; its `shows_bug` steps fail without it.
     pub fix: Option<&'static Behaviour>,
+    /// Guest CPUs.
+    pub cpus: u32,
 }
 
 pub fn load(project: &Project, file: &Path) -> Result<Scenario> {
@@ -77,6 +79,7 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         model,
         fresh_boot: raw.fresh_boot,
         fix: header.fix,
+        cpus: header.cpus,
     })
 }
 
@@ -129,7 +132,25 @@ mod tests {
     #[test]
     fn misspelt_top_level_key() {
         let err = error_of("description: d\nfixture: [klp_target]\nsteps: []\n");
-        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, rules, kernels, requires, fixtures, external, steps, fresh_boot, follow_model, allow, fix");
+        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, rules, kernels, requires, fixtures, external, steps, fresh_boot, cpus, follow_model, allow, fix");
+    }
+
+    #[test]
+    fn cpus_out_of_range() {
+        let err = error_of(&format!("cpus: 0\n{HEAD}  - load: klp_target\n"));
+        assert_eq!(err, "s.yaml:1:7: cpus: 0 is out of range; expected 1 to 8");
+        let err = error_of(&format!("cpus: 9\n{HEAD}  - load: klp_target\n"));
+        assert_eq!(err, "s.yaml:1:7: cpus: 9 is out of range; expected 1 to 8");
+    }
+
+    #[test]
+    fn cpus_default_to_one() {
+        let text = format!("{HEAD}  - load: klp_target\n");
+        let scenario = parse(&project(), Path::new("s.yaml"), &text).unwrap();
+        assert_eq!(scenario.cpus, crate::vm::DEFAULT_CPUS);
+        let text = format!("cpus: 2\n{HEAD}  - load: klp_target\n");
+        let scenario = parse(&project(), Path::new("s.yaml"), &text).unwrap();
+        assert_eq!(scenario.cpus, 2);
     }
 
     #[test]

@@ -27,6 +27,24 @@ pub fn wait_transition_command(name: &str, limit: Duration) -> String {
     )
 }
 
+/// How many CPUs a list like /sys/devices/system/cpu/online's ("0-1,3") names.
+pub fn cpu_count(list: &str) -> Result<u32> {
+    let mut count = 0;
+    for range in list.trim().split(',') {
+        let bad = || anyhow::anyhow!("{list:?} is not a CPU list such as 0-1,3");
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        let (first, last): (u32, u32) = (
+            first.parse().map_err(|_| bad())?,
+            last.parse().map_err(|_| bad())?,
+        );
+        if last < first {
+            return Err(bad());
+        }
+        count += last - first + 1;
+    }
+    Ok(count)
+}
+
 /// Patches under /sys/kernel/livepatch, bottom of the stack first. Uses
 /// `stack_order` where the kernel has it, else module load order (patches
 /// are added to the stack as their modules load; /proc/modules lists the
@@ -277,6 +295,16 @@ mod tests {
         assert_eq!(log_diff(NOT_COMPATIBLE, &[wanted]), None);
         let diff = log_diff(NOT_COMPATIBLE, &[wanted, "patching complete"]).unwrap();
         assert!(diff.contains("MISSING  \"patching complete\""), "{diff}");
+    }
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(cpu_count("0").unwrap(), 1);
+        assert_eq!(cpu_count("0-1\n").unwrap(), 2);
+        assert_eq!(cpu_count("0,2-3").unwrap(), 3);
+        assert!(cpu_count("").is_err());
+        assert!(cpu_count("1-0").is_err());
+        assert!(cpu_count("a-b").is_err());
     }
 
     #[test]

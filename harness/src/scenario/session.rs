@@ -3,6 +3,7 @@
 
 use super::artifacts::{self, rerun_command};
 use super::load::Scenario;
+use super::observe;
 use super::run;
 use super::verdict::{applicability, Failure, KnownBug, Outcome, StepError, Verdict};
 use crate::cache::Cache;
@@ -213,7 +214,7 @@ fn boot(
         initramfs,
         log_dir: verdict.artifacts.clone(),
         memory_mb: 512,
-        cpus: 2,
+        cpus: scenario.cpus,
         accel,
         interactive,
         incoming: None,
@@ -229,6 +230,17 @@ fn boot(
         snapshot::start(cache, &config, limits)?
     };
     verdict.boot = Some(guest.boot);
+    if scenario.cpus > 1 {
+        let online = observe::cpu_count(&guest.run_ok("cat /sys/devices/system/cpu/online")?)?;
+        if online < scenario.cpus {
+            verdict.outcome = Outcome::NotApplicable(format!(
+                "the kernel brought up {online} of {} CPUs",
+                scenario.cpus
+            ));
+            guest.vm.kill();
+            return Ok(None);
+        }
+    }
     for fixture in &built {
         let ko = std::fs::read(&fixture.ko)
             .with_context(|| format!("cannot read {}", fixture.ko.display()))?;

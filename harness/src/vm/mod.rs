@@ -59,6 +59,17 @@ pub struct Vm {
     _socket_dir: tempfile::TempDir,
 }
 
+/// Guest CPUs unless a scenario asks for more. With one, a livepatch
+/// transition completes at klp's first try; with two, the other CPU's idle
+/// task is "running" at that try, so klp_try_complete_transition() gives
+/// up and tries again a second later (kernel/livepatch/transition.c).
+/// README.md, "Guest CPUs and transition times", has the figures.
+pub const DEFAULT_CPUS: u32 = 1;
+
+/// Single-threaded TCG runs every vCPU on one host thread: more only slow
+/// the guest down.
+pub const MAX_CPUS: u32 = 8;
+
 /// Pick the accelerator for this kernel (probing KVM once per host boot).
 pub fn choose_accel(qemu: &Qemu, bzimage: &Path, cache_dir: &Path) -> Accel {
     accel::choose(qemu, bzimage, cache_dir)
