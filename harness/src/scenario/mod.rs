@@ -18,7 +18,7 @@ pub use artifacts::rerun_command;
 pub use discover::{local_fixtures_dir, scenario_files, scenario_name};
 pub use header::{EXPECTED_TAINT, RULES, TAINT_FLAGS};
 pub use load::{load, parse, Scenario};
-pub use observe::{wait_transition_command as wait_command, SNAPSHOT_COMMAND};
+pub use observe::{retry_command, wait_transition_command as wait_command, SNAPSHOT_COMMAND};
 pub use pool::{default_jobs, execute_many};
 pub use run::{run_steps, Settings};
 pub use session::{boot_guest, execute, shell, Timeouts};

@@ -17,15 +17,36 @@ pub const SNAPSHOT_COMMAND: &str =
 /// Shell that waits (bounded) until the patch's `transition` is not 1;
 /// succeeds when the transition has ended or the patch has left sysfs.
 /// A read that fails means the patch is leaving: when the attribute goes
-/// away under it, cat can print "1" and then fail, so its output is not
-/// trusted then.
+/// away under it, a read can get "1" and then fail, so its value is not
+/// trusted then. Nothing in the loop forks: `read` is a shell builtin, and
+/// the pause is a `read -t` on a FIFO nobody writes. Under TCG each fork
+/// costs milliseconds of the guest's CPU, which the transition's own work
+/// (klp's retry, RCU grace periods) then waits for. One brace group, so
+/// that `A && WAIT && B` chains.
 pub fn wait_transition_command(name: &str, limit: Duration) -> String {
     let rounds = (limit.as_millis() / 5).max(1);
     format!(
-        "n=0; while {{ t=$(cat {LIVEPATCH}/{name}/transition 2>/dev/null) || t=gone; }}; \
-         [ \"$t\" = 1 ] && [ $n -lt {rounds} ]; do n=$((n+1)); usleep 5000; done; [ \"$t\" != 1 ]"
+        "{{ [ -p {PAUSE_FIFO} ] || mkfifo {PAUSE_FIFO}; n=0; \
+         while {{ read -r t < {LIVEPATCH}/{name}/transition; }} 2>/dev/null || t=gone; \
+         [ \"$t\" = 1 ] && [ $n -lt {rounds} ]; do n=$((n+1)); read -t 0.005 p <> {PAUSE_FIFO}; done; \
+         [ \"$t\" != 1 ]; }}"
     )
 }
+
+/// Shell that runs `command` until it succeeds, at most `tries` times,
+/// 10 ms apart (forking nothing in between); succeeds if one try did.
+/// Removing a disabled patch's module can fail for a moment after the
+/// transition: klp drops the module's reference from a work item.
+pub fn retry_command(command: &str, tries: u32) -> String {
+    format!(
+        "{{ [ -p {PAUSE_FIFO} ] || mkfifo {PAUSE_FIFO}; n=0; ok=1; \
+         while [ $ok = 1 ] && [ $n -lt {tries} ]; do n=$((n+1)); \
+         if {command}; then ok=0; else read -t 0.01 p <> {PAUSE_FIFO}; fi; done; [ $ok = 0 ]; }}"
+    )
+}
+
+/// A FIFO nobody writes: `read -t` on it pauses the wait loop without a fork.
+const PAUSE_FIFO: &str = "/tmp/klp-pause";
 
 /// How many CPUs a list like /sys/devices/system/cpu/online's ("0-1,3") names.
 pub fn cpu_count(list: &str) -> Result<u32> {
@@ -295,6 +316,50 @@ mod tests {
         assert_eq!(log_diff(NOT_COMPATIBLE, &[wanted]), None);
         let diff = log_diff(NOT_COMPATIBLE, &[wanted, "patching complete"]).unwrap();
         assert!(diff.contains("MISSING  \"patching complete\""), "{diff}");
+    }
+
+    /// Run shell text with the busybox the guest gets (busybox-static).
+    fn sh(script: &str) -> std::process::Output {
+        std::process::Command::new(crate::host::BUSYBOX_STATIC)
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn waits_and_retries_chain_as_one_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let in_dir = |command: String| {
+            command
+                .replace(
+                    &format!("{LIVEPATCH}/NAME"),
+                    &dir.path().display().to_string(),
+                )
+                .replace(PAUSE_FIFO, &dir.path().join("pause").display().to_string())
+        };
+        // The directory stands in for /sys/kernel/livepatch/NAME.
+        let transition = dir.path().join("transition");
+        std::fs::write(&transition, "0\n").unwrap();
+        let wait = in_dir(wait_transition_command("NAME", Duration::from_millis(50)));
+        let out = sh(&format!("false && {wait} && echo after"));
+        assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
+        let out = sh(&format!("true && {wait} && echo after"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "after\n");
+        // Still in transition: the bounded wait fails, and the chain stops.
+        std::fs::write(&transition, "1\n").unwrap();
+        let out = sh(&format!("{wait} && echo after || echo still"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "still\n");
+
+        let tries = dir.path().join("tries");
+        let third = format!("echo x >> {0}; [ $(wc -l < {0}) -ge 3 ]", tries.display());
+        let out = sh(&format!(
+            "{} && echo done",
+            in_dir(retry_command(&third, 5))
+        ));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+        assert_eq!(std::fs::read_to_string(&tries).unwrap().lines().count(), 3);
+        let never = in_dir(retry_command("false", 2));
+        assert!(!sh(&format!("{never} && echo done")).status.success());
     }
 
     #[test]
