@@ -6,12 +6,17 @@
 //!   step (command, kernel log sync, sysfs snapshot);
 //! - transition detection: how long after the kernel logged "patching
 //!   complete" the guest-side wait saw it (guest clock on both sides);
+//! - transition times: from "starting ... transition" to "... complete" in
+//!   the kernel log, on 1 and on 2 guest CPUs, and what failed klp's tries;
 //! - suite: every scenario on the kernel, warm, and the time spent outside
 //!   the guests;
 //! - peer: the kernel's test-state.sh in the guest against the same flows
-//!   run as a scenario, in the same guest.
+//!   run as a scenario, in the same guest;
+//! - matrix: every scenario on every kernel, the wall time;
+//! - explore: sequences per minute.
 
 use crate::cache::Cache;
+use crate::guest::transitions::{printk_seconds, transitions, Transition};
 use crate::guest::Guest;
 use crate::kernel::KernelSpec;
 use crate::project::Project;
@@ -34,6 +39,14 @@ pub struct Options {
     /// builds included).
     pub cold: bool,
     pub jobs: usize,
+}
+
+/// Guest CPU counts whose transition times are compared.
+const TRANSITION_CPUS: [u32; 2] = [1, 2];
+
+/// Remove klp_cumul_v1 once klp has let go of it (see `retry_command`).
+fn unload_cumul_v1() -> String {
+    crate::scenario::retry_command("rmmod klp_cumul_v1 2>/dev/null", 300)
 }
 
 /// Fixtures of the guest the measurements run in.
@@ -78,24 +91,40 @@ pub fn run(
         spec,
         options,
     };
+    let load = load_average();
     let mut rows = startup(&context, &guests)?;
     let mut guest = scenario::boot_guest(project, cache, &guests.saved, spec)?;
     rows.extend(round_trips(&context, &guests.saved, &mut guest)?);
     rows.extend(transition_sightings(&context, &mut guest)?);
     guest.shutdown()?;
+    for cpus in TRANSITION_CPUS {
+        rows.extend(transition_times(&context, cpus)?);
+    }
     if options.peer {
         rows.extend(peer_rows(&context)?);
     }
-    let mut out = table(spec, &rows);
+    let mut out = table(spec, &load, &rows);
     if options.suite {
-        out += &suite("warm", project, cache, spec, options.jobs)?;
+        out += &suite(
+            "warm",
+            project,
+            cache,
+            std::slice::from_ref(spec),
+            options.jobs,
+        )?;
     }
     if options.cold {
         let empty = tempfile::Builder::new()
             .prefix("klp-bench-cache-")
             .tempdir()?;
         let cold_cache = Cache::at(empty.path().to_path_buf())?;
-        out += &suite("cold", project, &cold_cache, spec, options.jobs)?;
+        out += &suite(
+            "cold",
+            project,
+            &cold_cache,
+            std::slice::from_ref(spec),
+            options.jobs,
+        )?;
     }
     Ok(out)
 }
@@ -232,7 +261,7 @@ fn transition_sightings(context: &Context, guest: &mut Guest) -> Result<Vec<Row>
         "klp_cumul_v1",
         Duration::from_secs(30),
     ))?;
-    guest.run_ok("rmmod klp_cumul_v1")?;
+    guest.run_ok(&unload_cumul_v1())?;
     guest.kernel_log_since_last()?;
     let mut detection = Vec::new();
     for _ in 0..context.options.transitions.max(1) {
@@ -246,6 +275,79 @@ fn transition_sightings(context: &Context, guest: &mut Guest) -> Result<Vec<Row>
         ),
         Row::new("transition end -> seen in guest (max)", worst),
     ])
+}
+
+/// Load, disable and unload klp_cumul_v1 again and again in a guest with
+/// `cpus` CPUs; each kind of transition as the kernel log timed it, with
+/// what failed klp's tries (livepatch's pr_debug lines are turned on).
+fn transition_times(context: &Context, cpus: u32) -> Result<Vec<Row>> {
+    let Context {
+        project,
+        cache,
+        spec,
+        options,
+    } = *context;
+    let text = format!("cpus: {cpus}\n{BENCH_SCENARIO}");
+    let bench = scenario::parse(project, Path::new("bench.yaml"), &text)?;
+    let mut guest = scenario::boot_guest(project, cache, &bench, spec)?;
+    guest
+        .run_ok("echo 'file transition.c +p' > /proc/dynamic_debug/control")
+        .context("klp's tries are counted with dynamic debug (CONFIG_DYNAMIC_DEBUG)")?;
+    guest.run_ok("insmod /klp/klp_target.ko")?;
+    guest.kernel_log_since_last()?;
+    let wait = crate::scenario::wait_command("klp_cumul_v1", Duration::from_secs(30));
+    let mut log = String::new();
+    for _ in 0..options.transitions.max(1) {
+        guest.run_ok(&format!(
+            "insmod /klp/klp_cumul_v1.ko && {wait} && \
+             echo 0 > /sys/kernel/livepatch/klp_cumul_v1/enabled && {wait} && {}",
+            unload_cumul_v1()
+        ))?;
+        log += &guest.kernel_log_since_last()?;
+    }
+    guest.shutdown()?;
+    let timed = transitions(&log);
+    let mut rows = Vec::new();
+    for kind in ["patching", "unpatching"] {
+        let of_kind: Vec<&Transition> = timed.iter().filter(|t| t.kind == kind).collect();
+        let mut durations: Vec<Duration> = of_kind.iter().map(|t| t.duration()).collect();
+        let Some(&worst) = durations.iter().max() else {
+            bail!("no {kind} transition completed in the kernel log on {cpus} CPU(s)");
+        };
+        let what = format!(
+            "{kind}, {cpus} CPU{}, kernel log (median of {})",
+            if cpus == 1 { "" } else { "s" },
+            durations.len()
+        );
+        rows.push(Row::new(&what, median(&mut durations)).note(format!(
+            "max {}; {}",
+            ms(worst),
+            tries_note(&of_kind)
+        )));
+    }
+    Ok(rows)
+}
+
+/// "3 of 10 not done at klp's first try (swapper/1 is running 3)", or
+/// "all done at klp's first try".
+fn tries_note(timed: &[&Transition]) -> String {
+    let retried = timed.iter().filter(|t| !t.blocked.is_empty()).count();
+    if retried == 0 {
+        return "all done at klp's first try".to_string();
+    }
+    // "swapper/1:0 is running" ──> "swapper/1 is running": by task, not pid.
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    for why in timed.iter().flat_map(|t| &t.blocked) {
+        let (task, rest) = why.split_once(' ').unwrap_or((why, ""));
+        let task = task.rsplit_once(':').map_or(task, |(name, _pid)| name);
+        *reasons.entry(format!("{task} {rest}")).or_default() += 1;
+    }
+    let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    format!(
+        "{retried} of {} not done at klp's first try ({})",
+        timed.len(),
+        reasons.join(", ")
+    )
 }
 
 fn peer_rows(context: &Context) -> Result<Vec<Row>> {
@@ -274,7 +376,8 @@ fn transition_detection(guest: &mut Guest) -> Result<Duration> {
     };
     let (done, seen) = (stamp("'klp_cumul_v1': patching complete")?, stamp(SEEN)?);
     guest.run_ok(&format!(
-        "echo 0 > /sys/kernel/livepatch/klp_cumul_v1/enabled && {wait} && rmmod klp_cumul_v1"
+        "echo 0 > /sys/kernel/livepatch/klp_cumul_v1/enabled && {wait} && {}",
+        unload_cumul_v1()
     ))?;
     guest.kernel_log_since_last()?;
     if seen < done {
@@ -284,12 +387,6 @@ fn transition_detection(guest: &mut Guest) -> Result<Duration> {
 }
 
 const SEEN: &str = "klp-harness: bench saw the transition end";
-
-/// "[   12.345678] text" ──> 12.345678
-fn printk_seconds(line: &str) -> Option<f64> {
-    let inside = line.trim_start().strip_prefix('[')?;
-    inside.split(']').next()?.trim().parse().ok()
-}
 
 /// The kernel's test-state.sh, then the same flows as a scenario, in one
 /// guest: how long each took.
@@ -332,41 +429,92 @@ fn peer(project: &Project, cache: &Cache, spec: &KernelSpec) -> Result<(Duration
 /// The scenario with test-state.sh's flows and the kernel's own modules.
 const PEER_SCENARIO: &str = "selftests/test-state-kernel-modules.yaml";
 
+/// Every scenario on every kernel of the matrix, as `run --kernel all`
+/// does: the wall time.
+pub fn matrix(project: &Project, cache: &Cache, jobs: usize) -> Result<String> {
+    let specs = crate::kernel::list(project)?;
+    suite("matrix", project, cache, &specs, jobs)
+}
+
+/// `explore` on the kernel with the default settings: sequences per minute.
+pub fn explore_rate(
+    project: &Project,
+    cache: &Cache,
+    spec: &KernelSpec,
+    runs: usize,
+) -> Result<String> {
+    let load = load_average();
+    let options = crate::explore::Options {
+        seed: 1,
+        runs,
+        steps: 10,
+        time: None,
+        pool: 6,
+        mutation: None,
+        cpus: crate::vm::DEFAULT_CPUS,
+    };
+    let report = crate::explore::explore(project, cache, spec, &options)?;
+    let minutes = report.elapsed.as_secs_f64() / 60.0;
+    Ok(format!(
+        "explore on {} (seed 1, {} sequences of 10 operations): {:.1} s, {:.1} sequences per minute; \
+         {} guest boots, {} divergences; load average {load} at the start, {} at the end\n",
+        spec.name,
+        report.runs,
+        report.elapsed.as_secs_f64(),
+        report.runs as f64 / minutes.max(1e-9),
+        report.boots,
+        report.divergences.len(),
+        load_average()
+    ))
+}
+
 fn suite(
     label: &str,
     project: &Project,
     cache: &Cache,
-    spec: &KernelSpec,
+    specs: &[KernelSpec],
     jobs: usize,
 ) -> Result<String> {
     let scenarios: Vec<Scenario> = scenario::scenario_files(project)?
         .iter()
         .map(|file| scenario::load(project, file))
         .collect::<Result<_>>()?;
-    let runs: Vec<_> = scenarios.iter().map(|s| (s, spec)).collect();
+    let runs: Vec<_> = specs
+        .iter()
+        .flat_map(|spec| scenarios.iter().map(move |s| (s, spec)))
+        .collect();
+    let load = load_average();
     let started = Instant::now();
     let verdicts = scenario::execute_many(project, cache, &runs, jobs, |_| {});
     let wall = started.elapsed();
     let ran: Vec<_> = verdicts.iter().filter(|v| v.guest_time.is_some()).collect();
-    let failed = verdicts
+    let failed: Vec<String> = verdicts
         .iter()
         .filter(|v| matches!(v.outcome, Outcome::Fail(_)))
-        .count();
+        .map(|v| format!("{} on {}", v.scenario, v.kernel))
+        .collect();
     let total: Duration = ran.iter().map(|v| v.duration).sum();
     let in_guest: Duration = ran.iter().filter_map(|v| v.guest_time).sum();
+    let names: Vec<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "suite {label} on {} ({} scenarios run, {failed} failed, -j {jobs}): wall {:.1} s; \
-         summed run time {:.1} s, of which in guests {:.1} s, outside {:.2} s ({:.1}%)",
-        spec.name,
+        "suite {label} on {} ({} scenarios run, {} failed, -j {jobs}): wall {:.1} s; \
+         summed run time {:.1} s, of which in guests {:.1} s, outside {:.2} s ({:.1}%); \
+         load average {load} at the start, {} at the end",
+        names.join(", "),
         ran.len(),
+        failed.len(),
         wall.as_secs_f64(),
         total.as_secs_f64(),
         in_guest.as_secs_f64(),
         (total - in_guest).as_secs_f64(),
-        100.0 * (total - in_guest).as_secs_f64() / total.as_secs_f64().max(1e-9)
+        100.0 * (total - in_guest).as_secs_f64() / total.as_secs_f64().max(1e-9),
+        load_average()
     );
+    for failure in failed {
+        let _ = writeln!(out, "  FAIL {failure}");
+    }
     Ok(out)
 }
 
@@ -374,6 +522,7 @@ struct Row {
     what: String,
     value: Duration,
     floor: Option<(String, Duration)>,
+    note: Option<String>,
 }
 
 impl Row {
@@ -382,6 +531,7 @@ impl Row {
             what: what.to_string(),
             value,
             floor: None,
+            note: None,
         }
     }
 
@@ -389,11 +539,16 @@ impl Row {
         self.floor = Some((what.to_string(), value));
         self
     }
+
+    fn note(mut self, note: String) -> Self {
+        self.note = Some(note);
+        self
+    }
 }
 
-fn table(spec: &KernelSpec, rows: &[Row]) -> String {
+fn table(spec: &KernelSpec, load: &str, rows: &[Row]) -> String {
     let mut out = format!(
-        "klp-harness bench on {} ({} CPUs)\n{:<48} {:>10}  {}\n",
+        "klp-harness bench on {} ({} host CPUs, load average {load} at the start)\n{:<48} {:>10}  {}\n",
         spec.name,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         "measure",
@@ -409,9 +564,19 @@ fn table(spec: &KernelSpec, rows: &[Row]) -> String {
                 row.value.as_secs_f64() / floor.as_secs_f64().max(1e-9),
             )
         });
+        let against = row.note.clone().unwrap_or(against);
         let _ = writeln!(out, "{:<48} {:>10}  {against}", row.what, ms(row.value));
     }
     out
+}
+
+/// The host's one-minute load average: the machine is shared, and the
+/// figures mean little without it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 fn ms(duration: Duration) -> String {
@@ -441,13 +606,26 @@ fn p95(values: &mut [Duration]) -> Duration {
 mod tests {
     use super::*;
 
+    fn transition(blocked: &[&str]) -> Transition {
+        Transition {
+            patch: "p".into(),
+            kind: "patching".into(),
+            started: 1.0,
+            completed: 2.0,
+            blocked: blocked.iter().map(|b| b.to_string()).collect(),
+        }
+    }
+
     #[test]
-    fn printk_timestamp_is_read() {
+    fn failed_tries_are_counted_by_task() {
+        let first = transition(&[]);
+        assert_eq!(tries_note(&[&first]), "all done at klp's first try");
+        let twice = transition(&["swapper/1:0 is running", "kworker/0:1:28 is running"]);
+        let once = transition(&["swapper/1:0 is running"]);
         assert_eq!(
-            printk_seconds("[   12.345678] livepatch: 'x': patching complete"),
-            Some(12.345678)
+            tries_note(&[&first, &twice, &once]),
+            "2 of 3 not done at klp's first try (kworker/0:1 is running 1, swapper/1 is running 2)"
         );
-        assert_eq!(printk_seconds("no stamp"), None);
     }
 
     #[test]

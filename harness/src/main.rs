@@ -65,15 +65,16 @@ enum Command {
         #[arg(short, long)]
         output: std::path::PathBuf,
     },
-    /// Measure the harness's own costs on one kernel and print them.
+    /// Measure the harness's own costs on kernels and print them.
     Bench {
-        /// Kernel to measure on (default: debian-6.12).
-        #[arg(long, default_value = kernel::DEFAULT)]
-        kernel: String,
+        /// Kernels to measure on, one table each (default: debian-6.12).
+        #[arg(long, value_delimiter = ',', default_value = kernel::DEFAULT)]
+        kernel: Vec<String>,
         #[arg(long, default_value_t = 5)]
         boots: usize,
         #[arg(long, default_value_t = 100)]
         round_trips: usize,
+        /// Transitions of each kind timed (on 1 and on 2 guest CPUs).
         #[arg(long, default_value_t = 10)]
         transitions: usize,
         /// Also run every scenario on the kernel (warm cache) and report
@@ -88,6 +89,14 @@ enum Command {
         /// the same flows as a scenario (kernels built from source).
         #[arg(long)]
         peer: bool,
+        /// Also run every scenario on every kernel (as `run --kernel all`)
+        /// and report the wall time.
+        #[arg(long)]
+        matrix: bool,
+        /// Also explore this many sequences on the first kernel and report
+        /// sequences per minute.
+        #[arg(long, value_name = "RUNS")]
+        explore: Option<usize>,
         #[arg(long, short = 'j', default_value_t = scenario::default_jobs())]
         jobs: usize,
     },
@@ -269,9 +278,15 @@ fn real_main() -> Result<()> {
             suite,
             cold,
             peer,
+            matrix,
+            explore,
             jobs,
         } => {
-            let spec = kernel::find(&project, &kernel)?;
+            let cache = Cache::from_env()?;
+            let specs = kernel
+                .iter()
+                .map(|name| kernel::find(&project, name))
+                .collect::<Result<Vec<_>>>()?;
             let options = klp_harness::bench::Options {
                 boots,
                 round_trips,
@@ -281,10 +296,21 @@ fn real_main() -> Result<()> {
                 peer,
                 jobs,
             };
-            print!(
-                "{}",
-                klp_harness::bench::run(&project, &Cache::from_env()?, &spec, &options)?
-            );
+            for spec in &specs {
+                print!(
+                    "{}",
+                    klp_harness::bench::run(&project, &cache, spec, &options)?
+                );
+            }
+            if let Some(runs) = explore {
+                print!(
+                    "{}",
+                    klp_harness::bench::explore_rate(&project, &cache, &specs[0], runs)?
+                );
+            }
+            if matrix {
+                print!("{}", klp_harness::bench::matrix(&project, &cache, jobs)?);
+            }
             Ok(())
         }
         Command::Explore {

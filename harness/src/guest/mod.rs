@@ -14,6 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 pub mod snapshot;
+pub mod transitions;
 
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
 
