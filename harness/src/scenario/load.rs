@@ -56,6 +56,7 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         file,
         fixtures: &header.fixtures,
         follow_model: raw.follow_model,
+        cpus: header.cpus,
     };
     check_steps(&context, raw.steps, "", &mut steps)?;
     check_order(&steps)?;
@@ -141,6 +142,15 @@ mod tests {
         assert_eq!(err, "s.yaml:1:7: cpus: 0 is out of range; expected 1 to 8");
         let err = error_of(&format!("cpus: 9\n{HEAD}  - load: klp_target\n"));
         assert_eq!(err, "s.yaml:1:7: cpus: 9 is out of range; expected 1 to 8");
+    }
+
+    #[test]
+    fn spin_needs_a_second_cpu() {
+        let steps = "  - load: klp_target\n  - spin: klp_target\n";
+        let err = error_of(&format!("{HEAD}{steps}"));
+        assert_eq!(err, "s.yaml:5:5: `spin` needs a CPU beside the guest's shell; expected `cpus: 2` or more in the scenario (it has 1)");
+        let text = format!("cpus: 2\n{HEAD}{steps}");
+        assert!(parse(&project(), Path::new("s.yaml"), &text).is_ok());
     }
 
     #[test]

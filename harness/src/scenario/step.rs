@@ -176,6 +176,15 @@ pub const ACTIONS: &[ActionKind] = &[
 ];
 
 impl Kind {
+    /// Guest CPUs the action needs: the spinning thread holds a transition
+    /// only while it runs on a CPU of its own, beside the guest's shell.
+    pub fn min_cpus(self) -> u32 {
+        match self {
+            Kind::Spin => 2,
+            _ => 1,
+        }
+    }
+
     pub fn info(self) -> &'static ActionKind {
         ACTIONS
             .iter()

@@ -17,6 +17,8 @@ pub struct BlockContext<'a> {
     pub fixtures: &'a [Fixture],
     /// The scenario's `follow_model`, which a step may override.
     pub follow_model: bool,
+    /// The scenario's guest CPUs.
+    pub cpus: u32,
 }
 
 /// Check the steps of one block and append them, unrolling repeat blocks.
@@ -129,6 +131,14 @@ fn check_step(
             action_keys()
         ),
     };
+    let needs = kind.kind.min_cpus();
+    if needs > context.cpus {
+        bail!(
+            "{position}: `{}` needs a CPU beside the guest's shell; expected `cpus: {needs}` or more in the scenario (it has {})",
+            kind.key,
+            context.cpus
+        );
+    }
     let mut action = Action::new(kind.kind, target.value.clone());
     match (&step.value, kind.operand) {
         (Some(given), Operand::File) => action.value = Some(given.value.clone()),
