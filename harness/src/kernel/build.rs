@@ -1,9 +1,9 @@
-//! Building a kernel from source: tinyconfig plus the config fragments,
-//! checked after olddefconfig, then bzImage and modules in a build
-//! directory of their own (the source tree stays clean).
+//! The recipe of a kernel built from source: tinyconfig plus the config
+//! fragments, checked after olddefconfig, then bzImage and modules in a
+//! build directory of their own (the source tree stays clean).
+//! `incremental` runs it in a definition's work directory.
 
-use super::source::Sources;
-use crate::cache::{Cache, ContentHash};
+use crate::cache::ContentHash;
 use crate::event::{self, Event};
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -21,30 +21,61 @@ pub struct Built {
     /// `make kernelrelease` and `make kernelversion`, recorded at build time.
     pub release: String,
     pub version: String,
+    /// The source tree the build refers to, when it is not the definition's
+    /// own (a build with replaced files has a tree of its own).
+    pub source: Option<PathBuf>,
+    /// What modules built against this kernel depend on (see `Kernel`).
+    pub module_abi: String,
 }
 
 impl Built {
-    fn read(dir: PathBuf, key: String) -> Result<Self> {
+    pub(super) fn read(dir: PathBuf, key: String) -> Result<Self> {
         let marker = fs::read_to_string(dir.join(MARKER))?;
         let mut lines = marker.lines();
         let release = lines.next().unwrap_or_default().to_string();
         let version = lines.next().unwrap_or_default().to_string();
+        let mut source = None;
+        let mut module_abi = key.clone();
+        for line in lines {
+            match line.split_once('=') {
+                Some(("source", path)) => source = Some(PathBuf::from(path)),
+                Some(("module-abi", abi)) => module_abi = abi.to_string(),
+                _ => {}
+            }
+        }
         Ok(Self {
             dir,
             key,
             release,
             version,
+            source,
+            module_abi,
         })
+    }
+
+    /// The marker's text: release, version, then `name=value` lines.
+    pub(super) fn marker(
+        release: &str,
+        version: &str,
+        source: Option<&Path>,
+        module_abi: &str,
+    ) -> String {
+        let mut text = format!("{release}\n{version}\nmodule-abi={module_abi}\n");
+        if let Some(source) = source {
+            text += &format!("source={}\n", source.display());
+        }
+        text
     }
 }
 
 /// Written last: the build is complete. Holds the release and version.
-const MARKER: &str = ".klp-harness-complete";
+pub(super) const MARKER: &str = ".klp-harness-complete";
 
-pub fn build(name: &str, sources: &Sources, fragments: &[PathBuf], cache: &Cache) -> Result<Built> {
+/// The cache key of a build: recipe, sources, compiler and fragments.
+pub(super) fn key(name: &str, source_identity: &str, fragments: &[PathBuf]) -> Result<String> {
     let mut hash = ContentHash::new();
     hash.add("recipe", RECIPE)
-        .add("source", &sources.identity)
+        .add("source", source_identity)
         .add("compiler", compiler_version()?);
     for fragment in fragments {
         hash.add_file(
@@ -52,51 +83,20 @@ pub fn build(name: &str, sources: &Sources, fragments: &[PathBuf], cache: &Cache
             fragment,
         )?;
     }
-    let key = format!("{name}-{}", hash.finish());
-    // A build directory records its own path (and the source's) in
-    // generated files, so it is built where it stays; a marker written last
-    // says it is complete.
-    let dir = cache.root().join("builds").join(&key);
-    let done = dir.join(MARKER);
-    if done.exists() {
-        crate::cache::touch(&dir);
-        return Built::read(dir, key);
-    }
-    let _lock = cache.lock(&format!("build-{key}"))?;
-    if done.exists() {
-        crate::cache::touch(&dir);
-        return Built::read(dir, key);
-    }
-    if dir.exists() {
-        // An interrupted build: start over in a clean directory.
-        cache.journal(&format!(
-            "dropped builds/{key}: a build that did not finish"
-        ));
-        cache.discard(&dir)?;
-    }
-    let started = std::time::Instant::now();
-    let done_text = run_build(name, sources, fragments, &dir)
-        .map_err(|err| cache.explain_failure(err, &format!("builds/{key}")))?;
-    fs::write(&done, done_text)?;
-    cache.journal(&format!(
-        "built builds/{key} in {:.1} s",
-        started.elapsed().as_secs_f64()
-    ));
-    Built::read(dir, key)
+    Ok(format!("{name}-{}", hash.finish()))
 }
 
-/// Configure and build in `dir`; the completion marker's text.
-fn run_build(name: &str, sources: &Sources, fragments: &[PathBuf], dir: &Path) -> Result<String> {
-    fs::create_dir_all(dir)?;
-    let log_path = dir.join("build.log");
-    let mut log = fs::File::create(&log_path)?;
-    let make = |args: &[&str], log: &mut fs::File, progress: Option<&str>| {
-        make(&sources.tree, dir, args, log, progress)
-            .map_err(|err| anyhow::anyhow!("{err:#}\n(full log: {})", log_path.display()))
-    };
-    make(&["tinyconfig"], &mut log, None)?;
+/// tinyconfig, the fragments merged in, olddefconfig; then every option a
+/// fragment sets must have survived.
+pub(super) fn configure(
+    tree: &Path,
+    dir: &Path,
+    fragments: &[PathBuf],
+    log: &mut Log,
+) -> Result<()> {
+    log.make(tree, dir, &["tinyconfig"], None)?;
     let merge = crate::host::stop_with_harness(&mut Command::new(
-        sources.tree.join("scripts/kconfig/merge_config.sh"),
+        tree.join("scripts/kconfig/merge_config.sh"),
     ))
     .arg("-m")
     .arg("-O")
@@ -106,12 +106,12 @@ fn run_build(name: &str, sources: &Sources, fragments: &[PathBuf], dir: &Path) -
     .current_dir(dir)
     .output()
     .context("cannot run merge_config.sh")?;
-    log.write_all(&merge.stdout)?;
-    log.write_all(&merge.stderr)?;
+    log.file.write_all(&merge.stdout)?;
+    log.file.write_all(&merge.stderr)?;
     if !merge.status.success() {
-        bail!("merge_config.sh failed; see {}", log_path.display());
+        bail!("merge_config.sh failed; see {}", log.path.display());
     }
-    make(&["olddefconfig"], &mut log, None)?;
+    log.make(tree, dir, &["olddefconfig"], None)?;
     let config = fs::read_to_string(dir.join(".config"))?;
     let mut lost = Vec::new();
     for fragment in fragments {
@@ -126,6 +126,11 @@ fn run_build(name: &str, sources: &Sources, fragments: &[PathBuf], dir: &Path) -
     if !lost.is_empty() {
         bail!("these config options did not survive olddefconfig (missing dependencies, or unknown to this kernel):\n  {}", lost.join("\n  "));
     }
+    Ok(())
+}
+
+/// `make bzImage modules`, reporting make's lines as events.
+pub(super) fn compile(name: &str, tree: &Path, dir: &Path, log: &mut Log) -> Result<()> {
     let jobs = format!(
         "-j{}",
         std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -133,14 +138,36 @@ fn run_build(name: &str, sources: &Sources, fragments: &[PathBuf], dir: &Path) -
     event::emit(Event::KernelBuildStarted {
         kernel: name.to_string(),
     });
-    let result = make(&[&jobs, "bzImage", "modules"], &mut log, Some(name));
+    let result = log.make(tree, dir, &[&jobs, "bzImage", "modules"], Some(name));
     event::emit(Event::KernelBuildFinished {
         kernel: name.to_string(),
     });
-    result?;
-    let release = query(sources, dir, "kernelrelease")?;
-    let version = query(sources, dir, "kernelversion")?;
-    Ok(format!("{release}\n{version}\n"))
+    result
+}
+
+/// A build's log file; make's output and errors go there.
+pub(super) struct Log {
+    pub path: PathBuf,
+    pub file: fs::File,
+}
+
+impl Log {
+    pub fn create(path: PathBuf) -> Result<Self> {
+        let file =
+            fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self { path, file })
+    }
+
+    pub fn make(
+        &mut self,
+        tree: &Path,
+        dir: &Path,
+        args: &[&str],
+        progress: Option<&str>,
+    ) -> Result<()> {
+        make(tree, dir, args, &mut self.file, progress)
+            .map_err(|err| anyhow::anyhow!("{err:#}\n(full log: {})", self.path.display()))
+    }
 }
 
 /// Options set by a fragment (`CONFIG_X=v` or `# CONFIG_X is not set`)
@@ -182,7 +209,7 @@ fn make(
     // The kernel whose build progress to report, line by line.
     progress: Option<&str>,
 ) -> Result<()> {
-    let mut child = crate::host::stop_with_harness(&mut Command::new("make"))
+    let mut child = Command::new("make")
         .arg("-C")
         .arg(src)
         .arg(format!("O={}", out.display()))
@@ -228,7 +255,7 @@ fn make(
     Ok(())
 }
 
-fn compiler_version() -> Result<String> {
+pub(super) fn compiler_version() -> Result<String> {
     let output = Command::new("gcc")
         .arg("--version")
         .output()
@@ -241,12 +268,12 @@ fn compiler_version() -> Result<String> {
 }
 
 /// `make kernelrelease` / `make kernelversion` of a finished build.
-fn query(sources: &Sources, dir: &Path, target: &str) -> Result<String> {
+pub(super) fn query(tree: &Path, dir: &Path, target: &str) -> Result<String> {
     let text = crate::host::run_checked(
         Command::new("make")
             .arg("-s")
             .arg("-C")
-            .arg(&sources.tree)
+            .arg(tree)
             .arg(format!("O={}", dir.display()))
             .arg(target)
             .env_remove("MAKEFLAGS"),

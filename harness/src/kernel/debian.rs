@@ -94,6 +94,7 @@ pub(super) fn prepare(
     let release = format!("{}-{}", resolved.abi, prebuilt.flavour);
     Ok(Kernel {
         name: spec.name.clone(),
+        module_abi: key.clone(),
         id: key,
         bzimage: root.join(format!("boot/vmlinuz-{release}")),
         config: root.join(format!("boot/config-{release}")),

@@ -3,9 +3,14 @@
 pub mod behaviour;
 mod build;
 mod debian;
+pub mod incremental;
 mod modules;
+mod overlay;
 mod source;
 pub mod version;
+mod worktree;
+
+pub use overlay::Overlay;
 
 use crate::cache::{Cache, ContentHash};
 use crate::project::Project;
@@ -53,14 +58,20 @@ pub struct KernelSpec {
     pub name: String,
     pub file: PathBuf,
     pub source: KernelSource,
+    /// Files that replace the definition's sources (a mutant, an edit).
+    pub overlay: Overlay,
 }
 
 /// A kernel ready to boot and to build modules against.
 #[derive(Clone, Debug)]
 pub struct Kernel {
     pub name: String,
-    /// Cache key: identifies exactly this build, for the fixture cache.
+    /// Cache key: identifies exactly this build.
     pub id: String,
+    /// What modules built against this kernel depend on: kernels with the
+    /// same value take the same .ko files (the fixture cache's key). A
+    /// rebuild that changed only the kernel's own C files keeps it.
+    pub module_abi: String,
     /// `uname -r` of the kernel.
     pub release: String,
     /// Upstream version, e.g. `6.12.117`.
@@ -138,7 +149,29 @@ impl KernelSpec {
             name,
             file: file.to_path_buf(),
             source,
+            overlay: Overlay::default(),
         })
+    }
+
+    /// The same definition with some source files replaced, named
+    /// `NAME+label`. Only kernels built from source have files to replace.
+    pub fn with_overlay(&self, label: &str, overlay: Overlay) -> Result<Self> {
+        if self.is_prebuilt() {
+            bail!("{} is prebuilt: it has no sources to change", self.name);
+        }
+        Ok(Self {
+            name: format!("{}+{label}", self.definition()),
+            overlay,
+            ..self.clone()
+        })
+    }
+
+    /// The definition's name (kernels/NAME.yaml), also for a spec with an
+    /// overlay: it names the cached sources and the work directory.
+    pub fn definition(&self) -> String {
+        self.file
+            .file_stem()
+            .map_or_else(|| self.name.clone(), |s| s.to_string_lossy().into_owned())
     }
 
     /// The upstream version, known before anything is fetched or built:
@@ -241,7 +274,9 @@ pub fn prepare(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
         KernelSource::DebianPrebuilt(prebuilt) => {
             debian::prepare(spec, prebuilt, &spec.lock_file(), cache)
         }
-        KernelSource::FromSource { origin, build } => from_source(spec, origin, build, cache),
+        KernelSource::FromSource { origin, build } => {
+            from_source(spec, origin, build, cache, false)
+        }
     }
     .with_context(|| format!("kernel {}", spec.name))?;
     check_config(&kernel)?;
@@ -251,11 +286,22 @@ pub fn prepare(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
     Ok(kernel)
 }
 
+/// Build the kernel in its definition's work directory even if the cache
+/// has it, so that later builds of small changes start from it.
+pub fn prepare_work_dir(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
+    match &spec.source {
+        KernelSource::DebianPrebuilt(_) => bail!("{} is prebuilt: nothing to build", spec.name),
+        KernelSource::FromSource { origin, build } => from_source(spec, origin, build, cache, true),
+    }
+    .with_context(|| format!("kernel {}", spec.name))
+}
+
 fn from_source(
     spec: &KernelSpec,
     origin: &source::Origin,
     options: &BuildOptions,
     cache: &Cache,
+    seed: bool,
 ) -> Result<Kernel> {
     let kernels_dir = spec.file.parent().unwrap_or(Path::new("."));
     let patches = match &options.patches {
@@ -275,25 +321,36 @@ fn from_source(
         }
     }
     crate::host::ensure(crate::host::KERNEL_BUILD_TOOLS, &cache.root().join("locks"))?;
+    let definition = spec.definition();
     let sources = source::prepare(
-        &spec.name,
+        &definition,
         origin,
         &patches,
         kernels_dir,
         &spec.lock_file(),
         cache,
     )?;
-    let built = build::build(&spec.name, &sources, &fragments, cache)?;
+    let request = incremental::Request {
+        definition: &definition,
+        sources: &sources,
+        overlay: &spec.overlay,
+        fragments: &fragments,
+    };
+    let built = match seed {
+        true => incremental::seed(cache, &request)?,
+        false => incremental::build(cache, &request)?,
+    };
     Ok(Kernel {
         name: spec.name.clone(),
         id: built.key.clone(),
+        module_abi: built.module_abi.clone(),
         release: built.release.clone(),
         version: built.version.clone(),
         bzimage: built.dir.join("arch/x86/boot/bzImage"),
         config: built.dir.join(".config"),
         kbuild: built.dir.clone(),
         boot_modules: Vec::new(),
-        source: Some(sources.tree.clone()),
+        source: Some(built.source.unwrap_or_else(|| sources.tree.clone())),
     })
 }
 

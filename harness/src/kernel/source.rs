@@ -56,6 +56,8 @@ struct ResolvedSource {
 pub struct Sources {
     pub tree: PathBuf,
     pub identity: String,
+    /// A cache entry nothing writes to again (not a local tree).
+    pub immutable: bool,
 }
 
 /// Fills a staging directory with `linux/`, the unpacked sources.
@@ -83,6 +85,7 @@ pub fn prepare(
             return Ok(Sources {
                 tree: path,
                 identity,
+                immutable: false,
             });
         }
         Origin::Tarball(tarball) => {
@@ -134,6 +137,7 @@ pub fn prepare(
     Ok(Sources {
         tree: dir.join("linux"),
         identity: format!("{identity} patches:{}", patch_hash.finish()),
+        immutable: true,
     })
 }
 
