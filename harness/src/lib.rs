@@ -20,6 +20,7 @@ pub mod interrupt;
 pub mod kbuild;
 pub mod kernel;
 pub mod model;
+pub mod mutate;
 pub mod peer;
 pub mod project;
 pub mod report;
