@@ -12,7 +12,7 @@
 use super::build::{self, Built, Log, MARKER};
 use super::overlay::Overlay;
 use super::source::Sources;
-use super::worktree::{self, Good, Target, WorkDir};
+use super::worktree::{self, link_tree, Good, Target, WorkDir};
 use crate::cache::{Cache, ContentHash};
 use anyhow::{Context, Result};
 use std::fs;
@@ -290,25 +290,6 @@ fn copy_outputs(build: &Path, to: &Path) -> Result<()> {
                 fs::copy(entry.path(), &there)
                     .with_context(|| format!("cannot copy {}", entry.path().display()))?;
             }
-        }
-    }
-    Ok(())
-}
-
-/// A copy of `tree` made of hard links (the work directory replaces its
-/// files, never writes through them).
-fn link_tree(tree: &Path, to: &Path) -> Result<()> {
-    for entry in WalkDir::new(tree) {
-        let entry = entry?;
-        let there = to.join(entry.path().strip_prefix(tree)?);
-        let kind = entry.file_type();
-        if kind.is_dir() {
-            fs::create_dir_all(&there)?;
-        } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &there)?;
-        } else {
-            fs::hard_link(entry.path(), &there)
-                .with_context(|| format!("cannot link {}", entry.path().display()))?;
         }
     }
     Ok(())

@@ -6,6 +6,7 @@ mod debian;
 pub mod incremental;
 mod modules;
 mod overlay;
+mod series;
 mod source;
 pub mod version;
 mod worktree;
@@ -40,7 +41,8 @@ struct KernelFile {
 pub struct BuildOptions {
     /// Fragment names in kernels/config/ (without `.config`); default: all.
     pub fragments: Option<Vec<String>>,
-    /// A patch series: kernels/patches/NAME/*.patch, applied in name order.
+    /// A patch series in kernels/patches/: a folder NAME of .patch files
+    /// (applied in name order) or an mbox file NAME (applied in order).
     pub patches: Option<String>,
 }
 
@@ -304,9 +306,12 @@ fn from_source(
     seed: bool,
 ) -> Result<Kernel> {
     let kernels_dir = spec.file.parent().unwrap_or(Path::new("."));
-    let patches = match &options.patches {
-        Some(series) => sorted_files(&kernels_dir.join("patches").join(series), "patch")?,
-        None => Vec::new(),
+    let series = match &options.patches {
+        Some(name) => Some(source::Series {
+            name: name.clone(),
+            patches: series::read(&kernels_dir.join("patches").join(name))?,
+        }),
+        None => None,
     };
     let fragments = match &options.fragments {
         Some(names) => names
@@ -325,7 +330,7 @@ fn from_source(
     let sources = source::prepare(
         &definition,
         origin,
-        &patches,
+        series.as_ref(),
         kernels_dir,
         &spec.lock_file(),
         cache,

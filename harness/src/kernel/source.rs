@@ -1,8 +1,10 @@
 //! Kernel sources: a Debian `linux-source-X` package, a tarball (URL or
 //! path, checked against its sha256), or a local tree / git checkout.
-//! Packaged and tarball sources are unpacked, patched, and cached by their
-//! identity plus the patch series; a local tree is used where it is.
+//! Packaged and tarball sources are unpacked and cached by their identity;
+//! a patch series is applied to a copy made of hard links to that tree,
+//! cached by identity plus series. A local tree is used where it is.
 
+use super::series::{self, Patch};
 use crate::cache::{Cache, ContentHash};
 use crate::event::Event;
 use crate::host::private_apt::PrivateApt;
@@ -63,22 +65,29 @@ pub struct Sources {
 /// Fills a staging directory with `linux/`, the unpacked sources.
 type Unpacker = dyn Fn(&Path) -> Result<()>;
 
+/// A patch series and the name it has in kernels/patches/.
+pub struct Series {
+    pub name: String,
+    pub patches: Vec<Patch>,
+}
+
 pub fn prepare(
     name: &str,
     origin: &Origin,
-    patches: &[PathBuf],
+    series: Option<&Series>,
     kernels_dir: &Path,
     lock: &Path,
     cache: &Cache,
 ) -> Result<Sources> {
+    let patches = series.map_or(&[][..], |s| &s.patches[..]);
     let mut patch_hash = ContentHash::new();
     for patch in patches {
-        patch_hash.add_file(&patch.display().to_string(), patch)?;
+        patch_hash.add(&patch.name, &patch.text);
     }
     let (identity, fetch): (String, Box<Unpacker>) = match origin {
         Origin::Tree(tree) => {
             let path = kernels_dir.join(&tree.path);
-            if !patches.is_empty() {
+            if series.is_some() {
                 bail!("a patch series cannot be applied to a local tree ({}); commit the patches on a branch instead", path.display());
             }
             let identity = tree_identity(&path)?;
@@ -123,17 +132,28 @@ pub fn prepare(
             )
         }
     };
-    let key = format!(
-        "{name}-{}",
-        ContentHash::new()
-            .add("source", &identity)
-            .add("patches", patch_hash.finish())
-            .finish()
-    );
-    let dir = cache.entry("sources", &key, |dir| {
-        fetch(dir)?;
-        apply_patches(&dir.join("linux"), patches)
+    let key = |patches: &str| {
+        format!(
+            "{name}-{}",
+            ContentHash::new()
+                .add("source", &identity)
+                .add("patches", patches)
+                .finish()
+        )
+    };
+    let pristine = cache.entry("sources", &key(&ContentHash::new().finish()), |dir| {
+        fetch(dir)
     })?;
+    let dir = match series {
+        Some(series) if !patches.is_empty() => {
+            cache.entry("sources", &key(&patch_hash.finish()), |dir| {
+                let tree = dir.join("linux");
+                super::worktree::link_tree(&pristine.join("linux"), &tree)?;
+                series::apply(&tree, &series.name, patches)
+            })?
+        }
+        _ => pristine,
+    };
     Ok(Sources {
         tree: dir.join("linux"),
         identity: format!("{identity} patches:{}", patch_hash.finish()),
@@ -171,26 +191,6 @@ fn unpack(archive: &Path, dir: &Path) -> Result<()> {
     )
     .with_context(|| format!("cannot unpack {}", archive.display()))
     .map(drop)
-}
-
-fn apply_patches(tree: &Path, patches: &[PathBuf]) -> Result<()> {
-    for patch in patches {
-        let output = Command::new("patch")
-            .args(["-p1", "--forward", "--batch", "-i"])
-            .arg(patch)
-            .current_dir(tree)
-            .output()
-            .context("cannot run patch (package patch)")?;
-        if !output.status.success() {
-            bail!(
-                "{} does not apply:\n{}{}",
-                patch.display(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Download (or copy) a tarball once, keyed by its expected sha256.

@@ -371,6 +371,26 @@ fn remove(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A copy of `tree` made of hard links: whoever changes a file of either
+/// copy replaces it (as the work directory and patch(1) do), never writes
+/// through it.
+pub(super) fn link_tree(tree: &Path, to: &Path) -> Result<()> {
+    for entry in WalkDir::new(tree) {
+        let entry = entry?;
+        let there = to.join(entry.path().strip_prefix(tree)?);
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            fs::create_dir_all(&there)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &there)?;
+        } else {
+            fs::hard_link(entry.path(), &there)
+                .with_context(|| format!("cannot link {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// A file whose change cannot alter what a module built against the
 /// kernel compiles to: C sources of the kernel itself (not of the host
 /// tools in scripts/ and tools/ that module builds run).
