@@ -391,24 +391,31 @@ const SEEN: &str = "klp-harness: bench saw the transition end";
 /// The kernel's test-state.sh, then the same flows as a scenario, in one
 /// guest: how long each took.
 fn peer(project: &Project, cache: &Cache, spec: &KernelSpec) -> Result<(Duration, Duration)> {
-    let source = crate::kernel::prepare(spec, cache)?
-        .source
-        .with_context(|| {
-            format!(
-                "--peer needs the kernel's source tree (test-state.sh and its modules); {} is prebuilt",
-                spec.name
-            )
-        })?;
-    crate::host::ensure(&[crate::host::BASH_STATIC], &cache.root().join("locks"))?;
+    let kernel = crate::kernel::prepare(spec, cache)?;
+    let source = kernel.source.clone().with_context(|| {
+        format!(
+            "--peer needs the kernel's source tree (test-state.sh and its modules); {} is prebuilt",
+            spec.name
+        )
+    })?;
     let file = project.scenarios_dir().join(PEER_SCENARIO);
     let flows = scenario::load(project, &file)?;
+    let selftests = crate::peer::selftests::Selftests::find(&source)?;
+    let modules = selftests.build_modules(project, &kernel, cache)?;
+    let kit = crate::peer::GuestKit::new(cache)?;
     let mut guest = scenario::boot_guest(project, cache, &flows, spec)?;
-    let script = crate::peer::run_test_state(
+    crate::peer::selftests::prepare_guest(&mut guest, &kit, &selftests, &modules)?;
+    let script = crate::peer::selftests::run_script(
         &mut guest,
-        cache,
-        &source,
-        Path::new(&*crate::host::BASH_STATIC.program),
+        "test-state.sh",
+        crate::peer::selftests::timeout(),
     )?;
+    if script.outcome != crate::peer::selftests::Outcome::Pass {
+        bail!(
+            "test-state.sh did not pass in the guest: {:?}",
+            script.outcome
+        );
+    }
     guest.kernel_log_since_last()?;
     let artifacts = scenario::artifacts_dir(project, "bench-peer", &spec.name);
     let started = Instant::now();

@@ -50,6 +50,11 @@ pub enum Event {
         path: PathBuf,
         why: String,
     },
+    /// A kernel's work directory was left mid-build (or by another
+    /// compiler) and is made anew: the next build is a full one.
+    WorkDirReset {
+        dir: PathBuf,
+    },
     /// A saved guest state did not start; the guest boots instead.
     SavedStateDropped {
         why: String,

@@ -62,6 +62,10 @@ impl Terminal {
                     bar.finish_and_clear();
                 }
             }
+            Event::WorkDirReset { dir } => self.line(&format!(
+                "{} was left mid-build or by another compiler; it starts afresh (a full build)",
+                dir.display()
+            )),
             Event::SavedStateDropped { why } => self.line(why),
             Event::CacheEntryDropped { path, why } => self.line(&format!(
                 "dropped {} from the cache ({why}); it is made anew",

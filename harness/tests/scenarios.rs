@@ -46,6 +46,10 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
     for spec in &kernels {
         trials.push(explore_trial(spec));
     }
+    let cache = Cache::from_env()?;
+    for spec in kernels.iter().filter(|spec| !spec.is_prebuilt()) {
+        trials.extend(selftest_trials(&project, &cache, spec)?);
+    }
     // The self-built kernel finishes transitions in milliseconds.
     let fast = ["src-7.2", kernel::DEFAULT]
         .into_iter()
@@ -107,6 +111,78 @@ fn scenario_trial(project: &Project, loaded: &Scenario, spec: &KernelSpec) -> Tr
         }
     })
     .with_ignored_flag(not_applicable)
+}
+
+/// One trial per livepatch selftest script of the kernel's tree, run as
+/// the tree has it. Which scripts a tree has, and whether the kernel has
+/// what a script checks for, is read from the cache when the kernel is
+/// built already (listing never fetches or builds); until then every
+/// known script is listed.
+fn selftest_trials(
+    project: &Project,
+    cache: &Cache,
+    spec: &KernelSpec,
+) -> anyhow::Result<Vec<Trial>> {
+    use klp_harness::peer::selftests::{self, Outcome, Selftests};
+    let known = match kernel::cached(spec, cache)? {
+        Some(built) => {
+            let tree = built.source.clone().unwrap_or_default();
+            let config = std::fs::read_to_string(&built.config).unwrap_or_default();
+            Some((Selftests::find(&tree)?, config))
+        }
+        None => None,
+    };
+    let mut scripts: Vec<String> = selftests::KNOWN_SCRIPTS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if let Some((found, _)) = &known {
+        scripts.extend(
+            found
+                .scripts
+                .iter()
+                .filter(|s| !scripts.contains(s))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+    }
+    Ok(scripts
+        .into_iter()
+        .map(|script| {
+            let not_applicable = known
+                .as_ref()
+                .and_then(|(found, config)| found.not_applicable(&script, config));
+            let name = format!(
+                "kselftest::{}::{}",
+                script.trim_end_matches(".sh"),
+                spec.name
+            );
+            let (project, spec) = (project.clone(), spec.clone());
+            Trial::test(name, move || {
+                let cache = Cache::from_env()?;
+                let (mut guest, found, kernel) =
+                    selftests::guest_for(&project, &cache, &spec, script.trim_end_matches(".sh"))
+                        .map_err(|e| format!("{e:#}"))?;
+                let config = std::fs::read_to_string(&kernel.config)?;
+                if let Some(why) = found.not_applicable(&script, &config) {
+                    guest.vm.kill();
+                    return Err(format!("not applicable, yet selected: {why}").into());
+                }
+                let run = selftests::run_script(&mut guest, &script, selftests::timeout());
+                let stopped = guest.shutdown();
+                let run = run.map_err(|e| format!("{e:#}"))?;
+                stopped.map_err(|e| format!("{e:#}"))?;
+                match run.outcome {
+                    Outcome::Pass => Ok(()),
+                    Outcome::Fail { test, output } => {
+                        Err(format!("{script}: test {test:?} failed:\n{output}").into())
+                    }
+                    Outcome::Skip(why) => Err(format!("{script} skipped itself: {why}").into()),
+                }
+            })
+            .with_ignored_flag(not_applicable.is_some())
+        })
+        .collect())
 }
 
 /// The assertion machinery must be able to fail: a scenario whose last

@@ -218,6 +218,14 @@ impl Guest {
         Ok(())
     }
 
+    /// `run` with a timeout of its own (for commands that take long).
+    pub fn run_for(&mut self, command: &str, timeout: Duration) -> Result<CommandResult> {
+        let usual = std::mem::replace(&mut self.command_timeout, timeout);
+        let result = self.run(command);
+        self.command_timeout = usual;
+        result
+    }
+
     /// Run and require exit status 0.
     pub fn run_ok(&mut self, command: &str) -> Result<String> {
         let result = self.run(command)?;

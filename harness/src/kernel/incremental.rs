@@ -73,6 +73,15 @@ pub fn build(cache: &Cache, request: &Request) -> Result<Built> {
     Ok(built)
 }
 
+/// The build of `request` if the cache has it.
+pub fn cached(cache: &Cache, request: &Request) -> Result<Option<Built>> {
+    let (dir, key) = request.published(cache)?;
+    match dir.join(MARKER).exists() {
+        true => Built::read(dir, key).map(Some),
+        false => Ok(None),
+    }
+}
+
 /// Make the work directory hold a finished build of `request` (building
 /// it there even if the cache has it already), so that builds of small
 /// changes to it start from there.

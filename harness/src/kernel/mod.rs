@@ -3,7 +3,8 @@
 pub mod behaviour;
 mod build;
 mod debian;
-pub mod incremental;
+mod from_source;
+mod incremental;
 mod modules;
 mod overlay;
 mod series;
@@ -276,8 +277,9 @@ pub fn prepare(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
         KernelSource::DebianPrebuilt(prebuilt) => {
             debian::prepare(spec, prebuilt, &spec.lock_file(), cache)
         }
-        KernelSource::FromSource { origin, build } => {
-            from_source(spec, origin, build, cache, false)
+        KernelSource::FromSource { .. } => {
+            from_source::prepare(spec, cache, from_source::Mode::Build)
+                .map(|kernel| kernel.expect("a kernel built from source"))
         }
     }
     .with_context(|| format!("kernel {}", spec.name))?;
@@ -291,85 +293,21 @@ pub fn prepare(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
 /// Build the kernel in its definition's work directory even if the cache
 /// has it, so that later builds of small changes start from it.
 pub fn prepare_work_dir(spec: &KernelSpec, cache: &Cache) -> Result<Kernel> {
-    match &spec.source {
-        KernelSource::DebianPrebuilt(_) => bail!("{} is prebuilt: nothing to build", spec.name),
-        KernelSource::FromSource { origin, build } => from_source(spec, origin, build, cache, true),
-    }
-    .with_context(|| format!("kernel {}", spec.name))
+    from_source::prepare(spec, cache, from_source::Mode::Seed)?
+        .with_context(|| format!("{} is prebuilt: nothing to build", spec.name))
 }
 
-fn from_source(
-    spec: &KernelSpec,
-    origin: &source::Origin,
-    options: &BuildOptions,
-    cache: &Cache,
-    seed: bool,
-) -> Result<Kernel> {
-    let kernels_dir = spec.file.parent().unwrap_or(Path::new("."));
-    let series = match &options.patches {
-        Some(name) => Some(source::Series {
-            name: name.clone(),
-            patches: series::read(&kernels_dir.join("patches").join(name))?,
-        }),
-        None => None,
-    };
-    let fragments = match &options.fragments {
-        Some(names) => names
-            .iter()
-            .map(|n| kernels_dir.join("config").join(format!("{n}.config")))
-            .collect(),
-        None => sorted_files(&kernels_dir.join("config"), "config")?,
-    };
-    for fragment in &fragments {
-        if !fragment.is_file() {
-            bail!("config fragment {} does not exist", fragment.display());
-        }
-    }
-    crate::host::ensure(crate::host::KERNEL_BUILD_TOOLS, &cache.root().join("locks"))?;
-    let definition = spec.definition();
-    let sources = source::prepare(
-        &definition,
-        origin,
-        series.as_ref(),
-        kernels_dir,
-        &spec.lock_file(),
-        cache,
-    )?;
-    let request = incremental::Request {
-        definition: &definition,
-        sources: &sources,
-        overlay: &spec.overlay,
-        fragments: &fragments,
-    };
-    let built = match seed {
-        true => incremental::seed(cache, &request)?,
-        false => incremental::build(cache, &request)?,
-    };
-    Ok(Kernel {
-        name: spec.name.clone(),
-        id: built.key.clone(),
-        module_abi: built.module_abi.clone(),
-        release: built.release.clone(),
-        version: built.version.clone(),
-        bzimage: built.dir.join("arch/x86/boot/bzImage"),
-        config: built.dir.join(".config"),
-        kbuild: built.dir.clone(),
-        boot_modules: Vec::new(),
-        source: Some(built.source.unwrap_or_else(|| sources.tree.clone())),
-    })
+/// The kernel if the cache has it already built; nothing is fetched or
+/// built (for listing tests). Prebuilt kernels give None.
+pub fn cached(spec: &KernelSpec, cache: &Cache) -> Result<Option<Kernel>> {
+    from_source::prepare(spec, cache, from_source::Mode::Peek)
 }
 
-/// Files with this extension in `dir`, by name.
-fn sorted_files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|ext| ext == extension) {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
+/// Compile only `objects` (e.g. `kernel/livepatch/core.o`) of the
+/// kernel's sources with its overlay, in the definition's work directory:
+/// whether they compile, and a hash of what each compiles to.
+pub fn compile_objects(spec: &KernelSpec, cache: &Cache, objects: &[&str]) -> Result<Vec<String>> {
+    from_source::compile_objects(spec, cache, objects)
 }
 
 /// Options without which no scenario can run.

@@ -71,6 +71,57 @@ pub struct Series {
     pub patches: Vec<Patch>,
 }
 
+fn patch_hash(series: Option<&Series>) -> String {
+    let mut hash = ContentHash::new();
+    for patch in series.map_or(&[][..], |s| &s.patches[..]) {
+        hash.add(&patch.name, &patch.text);
+    }
+    hash.finish()
+}
+
+/// The cache entry of sources with this identity and patch series.
+fn entry_key(name: &str, identity: &str, patches: &str) -> String {
+    format!(
+        "{name}-{}",
+        ContentHash::new()
+            .add("source", identity)
+            .add("patches", patches)
+            .finish()
+    )
+}
+
+/// The sources if the cache has them already; nothing is fetched.
+pub fn cached(
+    name: &str,
+    origin: &Origin,
+    series: Option<&Series>,
+    kernels_dir: &Path,
+    lock: &Path,
+    cache: &Cache,
+) -> Result<Option<Sources>> {
+    let identity = match origin {
+        Origin::Tree(_) => {
+            return prepare(name, origin, series, kernels_dir, lock, cache).map(Some)
+        }
+        Origin::Tarball(tarball) => format!("tarball:{}", tarball.sha256),
+        Origin::Debian(_) if !lock.exists() => return Ok(None),
+        Origin::Debian(_) => {
+            let resolved: ResolvedSource = crate::yaml::parse_file(lock)?;
+            format!("debian:{}", resolved.package)
+        }
+    };
+    let patches = patch_hash(series);
+    let dir = cache
+        .root()
+        .join("sources")
+        .join(entry_key(name, &identity, &patches));
+    Ok(dir.is_dir().then(|| Sources {
+        tree: dir.join("linux"),
+        identity: format!("{identity} patches:{patches}"),
+        immutable: true,
+    }))
+}
+
 pub fn prepare(
     name: &str,
     origin: &Origin,
@@ -80,10 +131,7 @@ pub fn prepare(
     cache: &Cache,
 ) -> Result<Sources> {
     let patches = series.map_or(&[][..], |s| &s.patches[..]);
-    let mut patch_hash = ContentHash::new();
-    for patch in patches {
-        patch_hash.add(&patch.name, &patch.text);
-    }
+    let patch_hash = patch_hash(series);
     let (identity, fetch): (String, Box<Unpacker>) = match origin {
         Origin::Tree(tree) => {
             let path = kernels_dir.join(&tree.path);
@@ -132,21 +180,14 @@ pub fn prepare(
             )
         }
     };
-    let key = |patches: &str| {
-        format!(
-            "{name}-{}",
-            ContentHash::new()
-                .add("source", &identity)
-                .add("patches", patches)
-                .finish()
-        )
-    };
-    let pristine = cache.entry("sources", &key(&ContentHash::new().finish()), |dir| {
-        fetch(dir)
-    })?;
+    let pristine = cache.entry(
+        "sources",
+        &entry_key(name, &identity, &ContentHash::new().finish()),
+        |dir| fetch(dir),
+    )?;
     let dir = match series {
         Some(series) if !patches.is_empty() => {
-            cache.entry("sources", &key(&patch_hash.finish()), |dir| {
+            cache.entry("sources", &entry_key(name, &identity, &patch_hash), |dir| {
                 let tree = dir.join("linux");
                 super::worktree::link_tree(&pristine.join("linux"), &tree)?;
                 series::apply(&tree, &series.name, patches)
@@ -156,7 +197,7 @@ pub fn prepare(
     };
     Ok(Sources {
         tree: dir.join("linux"),
-        identity: format!("{identity} patches:{}", patch_hash.finish()),
+        identity: format!("{identity} patches:{patch_hash}"),
         immutable: true,
     })
 }

@@ -96,10 +96,9 @@ impl WorkDir {
         };
         if work.state.phase == Phase::Busy || work.state.compiler != compiler {
             if work.root.exists() {
-                eprintln!(
-                    "klp-harness: {} was left mid-build or by another compiler; starting it afresh",
-                    work.root.display()
-                );
+                crate::event::emit(crate::event::Event::WorkDirReset {
+                    dir: work.root.clone(),
+                });
             }
             work.wipe()?;
             work.state.compiler = compiler.to_string();

@@ -1,119 +1,141 @@
-//! The kernel's own selftest test-state.sh, run inside the guest as the
-//! peer the benchmark measures the harness against.
+//! The kernel's own livepatch selftests, the harness's closest peer, run
+//! inside the guest (`selftests`): for trials of their own, beside the
+//! suite in `mutate`, and timed against the harness in `bench --peer`.
 //!
-//! The script and its functions.sh run as the kernel tree has them, with
-//! the adaptations a busybox guest needs: bash from Debian's bash-static,
-//! shims for the GNU sysctl and date options and the kmod insmod and
-//! modinfo behaviour it relies on, /dev/fd for bash's process
-//! substitution, and the dynamic debug control file reached through
-//! /proc (the test kernels have no debugfs).
+//! The scripts run as the kernel tree has them, with what a busybox guest
+//! lacks for them: bash from Debian's bash-static; shims for the GNU
+//! sysctl, date, mktemp, stat, getconf and comm options they use and for
+//! kmod's modinfo; insmod and modprobe that behave like kmod's (one
+//! finit_module, kmod's messages); /dev/fd for bash's process
+//! substitution; tracefs mounted; and the dynamic debug control file
+//! reached through /proc, since the test kernels have no debugfs: the
+//! one change to the scripts is that functions.sh looks for it there.
+
+pub mod selftests;
 
 use crate::cache::{Cache, ContentHash};
 use crate::guest::Guest;
 use anyhow::{bail, Context, Result};
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// Where the livepatch selftests live in a kernel tree.
-pub const SELFTESTS: &str = "tools/testing/selftests/livepatch";
-
-/// The modules test-state.sh loads.
-pub const MODULES: &[&str] = &["test_klp_state", "test_klp_state2", "test_klp_state3"];
+use std::path::PathBuf;
 
 const SHIMS: &[(&str, &str)] = &[
     ("sysctl", include_str!("sysctl")),
     ("date", include_str!("date")),
     ("modinfo", include_str!("modinfo")),
+    ("comm", include_str!("comm")),
+    ("mktemp", include_str!("mktemp")),
+    ("stat", include_str!("stat")),
+    ("getconf", include_str!("getconf")),
 ];
 
-/// kmod's insmod behaviour, built static on the host for the guest.
+/// kmod's insmod and modprobe behaviour, built static on the host.
 const INSMOD_C: &str = include_str!("insmod.c");
 
-/// Where functions.sh looks for dynamic_debug/control, and where the
-/// guest offers it instead.
-const DEBUG_DIR_LINE: &str = "SYSFS_DEBUG_DIR=\"$SYSFS_KERNEL_DIR/debug\"";
+/// Where the guest offers the dynamic debug control file.
 const GUEST_DEBUG_DIR: &str = "/tmp/debug";
 
-pub struct PeerRun {
-    pub elapsed: Duration,
+/// What every guest that runs a selftest gets, read once.
+pub struct GuestKit {
+    cache: Cache,
+    bash: Vec<u8>,
+    insmod: Vec<u8>,
 }
 
-/// Copy bash, the shims, the scripts and the already copied-in modules
-/// into /peer, run test-state.sh there, and time it. It must pass.
-pub fn run_test_state(
-    guest: &mut Guest,
-    cache: &Cache,
-    kernel_source: &Path,
-    bash: &Path,
-) -> Result<PeerRun> {
-    let dir = kernel_source.join(SELFTESTS);
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .with_context(|| format!("cannot read {}", dir.join(name).display()))
-    };
-    let functions = read("functions.sh")?;
-    if !functions.contains(DEBUG_DIR_LINE) {
-        bail!(
-            "{}/functions.sh has no line {DEBUG_DIR_LINE}",
-            dir.display()
-        );
+impl GuestKit {
+    pub fn new(cache: &Cache) -> Result<Self> {
+        crate::host::ensure(&[crate::host::BASH_STATIC], &cache.root().join("locks"))?;
+        let bash_path = PathBuf::from(&*crate::host::BASH_STATIC.program);
+        let bash = std::fs::read(&bash_path)
+            .with_context(|| format!("cannot read {}", bash_path.display()))?;
+        let insmod = std::fs::read(static_program(cache, INSMOD_C)?)?;
+        Ok(Self {
+            cache: cache.clone(),
+            bash,
+            insmod,
+        })
     }
-    let functions = functions.replace(
-        DEBUG_DIR_LINE,
-        &format!("SYSFS_DEBUG_DIR=\"{GUEST_DEBUG_DIR}\""),
-    );
-    guest.run_ok(&format!(
-        "mkdir -p /peer/bin /peer/test_modules {GUEST_DEBUG_DIR} /lib/modules/$(uname -r)/build && \
-         ln -sf /proc/dynamic_debug {GUEST_DEBUG_DIR}/dynamic_debug && \
-         {{ [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd; }}"
-    ))?;
-    let bash_bytes =
-        std::fs::read(bash).with_context(|| format!("cannot read {}", bash.display()))?;
-    guest.push_file("/bin/bash", &bash_bytes)?;
-    let insmod = build_insmod(cache)?;
-    guest.push_file("/peer/bin/insmod", &std::fs::read(&insmod)?)?;
-    for (name, text) in SHIMS {
-        guest.push_file(&format!("/peer/bin/{name}"), text.as_bytes())?;
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
-    guest.push_file("/peer/functions.sh", functions.as_bytes())?;
-    guest.push_file("/peer/test-state.sh", read("test-state.sh")?.as_bytes())?;
-    let modules: Vec<String> = MODULES.iter().map(|m| format!("/klp/{m}.ko")).collect();
-    guest.run_ok(&format!(
-        "chmod 755 /bin/bash /peer/bin/* /peer/test-state.sh && cp {} /peer/test_modules/",
-        modules.join(" ")
-    ))?;
-    let started = Instant::now();
-    let result = guest.run("cd /peer && PATH=/peer/bin:$PATH /bin/bash ./test-state.sh")?;
-    let elapsed = started.elapsed();
-    if result.status != 0 || result.output.contains("not ok") {
-        bail!(
-            "test-state.sh failed in the guest (status {}):\n{}",
-            result.status,
-            result.output
-        );
+
+    /// bash, the shims and the module tools under /peer/bin; /bin/stat
+    /// (the selftests call it by that path) becomes the stat shim.
+    pub fn install(&self, guest: &mut Guest) -> Result<()> {
+        guest.run_ok(&format!(
+            "mkdir -p /peer/bin /peer/test_modules {GUEST_DEBUG_DIR} /lib/modules/$(uname -r)/build && \
+             ln -sf /proc/dynamic_debug {GUEST_DEBUG_DIR}/dynamic_debug && \
+             {{ [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd; }} && \
+             {{ [ ! -d /sys/kernel/tracing ] || [ -e /sys/kernel/tracing/trace ] || \
+                mount -t tracefs nodev /sys/kernel/tracing; }}"
+        ))?;
+        guest.push_file("/bin/bash", &self.bash)?;
+        guest.push_file("/peer/bin/insmod", &self.insmod)?;
+        for (name, text) in SHIMS {
+            guest.push_file(&format!("/peer/bin/{name}"), text.as_bytes())?;
+        }
+        guest.run_ok(
+            "chmod 755 /bin/bash /peer/bin/* && ln -sf insmod /peer/bin/modprobe && \
+             rm -f /bin/stat && ln -s /peer/bin/stat /bin/stat",
+        )?;
+        Ok(())
     }
-    Ok(PeerRun { elapsed })
 }
 
-/// The static insmod, compiled once per source.
-fn build_insmod(cache: &Cache) -> Result<std::path::PathBuf> {
-    let key = ContentHash::new().add("insmod.c", INSMOD_C).finish();
-    let dir = cache.entry("tools", &format!("peer-insmod-{key}"), |dir| {
-        let source = dir.join("insmod.c");
-        std::fs::write(&source, INSMOD_C)?;
+/// functions.sh with the debugfs paths moved to where the guest offers
+/// dynamic_debug: trees up to 6.12 name /sys/kernel/debug, later ones
+/// build it from $SYSFS_KERNEL_DIR.
+fn debug_dir_moved(functions: &str) -> Result<String> {
+    const LATER: &str = "SYSFS_DEBUG_DIR=\"$SYSFS_KERNEL_DIR/debug\"";
+    if functions.contains(LATER) {
+        return Ok(functions.replace(LATER, &format!("SYSFS_DEBUG_DIR=\"{GUEST_DEBUG_DIR}\"")));
+    }
+    if functions.contains("/sys/kernel/debug/") {
+        return Ok(functions.replace("/sys/kernel/debug/", &format!("{GUEST_DEBUG_DIR}/")));
+    }
+    bail!("functions.sh names no debugfs directory this harness knows ({LATER} or /sys/kernel/debug/)")
+}
+
+/// A C program compiled static on the host, once per source.
+fn static_program(cache: &Cache, source: &str) -> Result<PathBuf> {
+    let key = ContentHash::new().add("program.c", source).finish();
+    let dir = cache.entry("tools", &format!("static-{key}"), |dir| {
+        let file = dir.join("program.c");
+        std::fs::write(&file, source)?;
         let output = std::process::Command::new("gcc")
             .args(["-static", "-O2", "-Wall", "-o"])
-            .arg(dir.join("insmod"))
-            .arg(&source)
+            .arg(dir.join("program"))
+            .arg(&file)
             .output()
             .context("cannot run gcc")?;
         if !output.status.success() {
             bail!(
-                "gcc could not build the guest's insmod:\n{}",
+                "gcc could not build a guest program:\n{}",
                 String::from_utf8_lossy(&output.stderr)
             );
         }
         Ok(())
     })?;
-    Ok(dir.join("insmod"))
+    Ok(dir.join("program"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn functions_sh_of_every_era_finds_dynamic_debug_in_the_guest() {
+        let old =
+            "DYNAMIC_DEBUG=$(grep '^kernel/livepatch' /sys/kernel/debug/dynamic_debug/control)\n";
+        assert_eq!(
+            debug_dir_moved(old).unwrap(),
+            "DYNAMIC_DEBUG=$(grep '^kernel/livepatch' /tmp/debug/dynamic_debug/control)\n"
+        );
+        let new = "SYSFS_DEBUG_DIR=\"$SYSFS_KERNEL_DIR/debug\"\n";
+        assert_eq!(
+            debug_dir_moved(new).unwrap(),
+            "SYSFS_DEBUG_DIR=\"/tmp/debug\"\n"
+        );
+        assert!(debug_dir_moved("nothing\n").is_err());
+    }
 }
