@@ -90,6 +90,30 @@ pub enum Event {
     ExploreFinished {
         kernel: String,
     },
+    /// `mutate`: a run began, a mutant is tried (and is in a phase:
+    /// compiling, building, suite, selftests, explore), a mutant's result,
+    /// the run ended.
+    MutateStarted {
+        kernel: String,
+        /// Mutants to run (those that compile), or every candidate.
+        planned: usize,
+    },
+    MutantPhase {
+        kernel: String,
+        mutant: String,
+        phase: String,
+    },
+    MutantFinished {
+        kernel: String,
+        /// Mutants run so far (compiled, not equivalent), of `planned`.
+        done: usize,
+        planned: usize,
+        /// One line: the mutant, its result, what killed it, the times.
+        summary: String,
+    },
+    MutateFinished {
+        kernel: String,
+    },
 }
 
 type Sink = Box<dyn Fn(&Event) + Send + Sync>;

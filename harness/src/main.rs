@@ -134,6 +134,39 @@ enum Command {
               value_parser = clap::value_parser!(u32).range(1..=klp_harness::vm::MAX_CPUS as i64))]
         cpus: u32,
     },
+    /// Put small bugs into the livepatch core of a kernel built from
+    /// source, build each mutant incrementally, run the suite on it (and
+    /// the kernel's selftests, and explore), and score what was caught.
+    Mutate {
+        #[arg(long)]
+        kernel: String,
+        /// Files to mutate, relative to the kernel tree (default:
+        /// kernel/livepatch/{core,transition,state,shadow,patch}.c).
+        #[arg(long, value_delimiter = ',')]
+        files: Vec<std::path::PathBuf>,
+        /// Stop once this many mutants compiled to different code and ran.
+        #[arg(long)]
+        sample: Option<usize>,
+        /// Order in which mutants are drawn.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Hand-written mutants: a folder of .patch files or an mbox, one
+        /// mutant per patch, instead of generated ones.
+        #[arg(long)]
+        patches: Option<std::path::PathBuf>,
+        /// Also run this many random sequences (explore) on each mutant.
+        #[arg(long)]
+        explore: Option<usize>,
+        /// Also run the kernel's own livepatch selftests on each mutant.
+        #[arg(long)]
+        selftests: bool,
+        /// How many guests run at once.
+        #[arg(long, short = 'j', default_value_t = scenario::default_jobs())]
+        jobs: usize,
+        /// Print the results as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check scenario files without booting anything.
     Check { scenarios: Vec<String> },
     /// Print the JSON Schema of scenario files.
@@ -338,6 +371,34 @@ fn real_main() -> Result<()> {
             print!("{}", klp_harness::explore::summary(&report));
             if !report.divergences.is_empty() {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Mutate {
+            kernel,
+            files,
+            sample,
+            seed,
+            patches,
+            explore,
+            selftests,
+            jobs,
+            json,
+        } => {
+            let spec = kernel::find(&project, &kernel)?;
+            let options = klp_harness::mutate::Options {
+                files,
+                sample,
+                seed,
+                patches,
+                explore,
+                selftests,
+                jobs,
+            };
+            let report = klp_harness::mutate::run(&project, &Cache::from_env()?, &spec, &options)?;
+            match json {
+                true => print!("{}", report.json()),
+                false => print!("{}", report.table()),
             }
             Ok(())
         }

@@ -129,6 +129,47 @@ impl Terminal {
             Event::ExploreDiverged { sequence, failure } => {
                 self.line_raw(&format!("{sequence} diverged; shrinking it:\n{failure}"))
             }
+            Event::MutateStarted { kernel, planned } => {
+                let bar = ProgressBar::new(*planned as u64);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{elapsed_precise} [{bar:30}] {pos}/{len} mutants of {prefix}: {msg}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(kernel.clone());
+                self.bars.lock().unwrap().insert(mutate_key(kernel), bar);
+            }
+            Event::MutantPhase {
+                kernel,
+                mutant,
+                phase,
+            } => {
+                if let Some(bar) = self.bars.lock().unwrap().get(&mutate_key(kernel)) {
+                    bar.set_message(format!("{mutant} {phase}"));
+                }
+            }
+            Event::MutantFinished {
+                kernel,
+                done,
+                planned,
+                summary,
+            } => {
+                let bars = self.bars.lock().unwrap();
+                match bars.get(&mutate_key(kernel)) {
+                    Some(bar) if !bar.is_hidden() => {
+                        bar.suspend(|| eprintln!("{summary}"));
+                        bar.set_position(*done as u64);
+                    }
+                    _ => eprintln!("mutate {kernel} [{done}/{planned}] {summary}"),
+                }
+            }
+            Event::MutateFinished { kernel } => {
+                if let Some(bar) = self.bars.lock().unwrap().remove(&mutate_key(kernel)) {
+                    bar.finish_and_clear();
+                }
+            }
             Event::ExploreFinished { kernel } => {
                 if let Some(bar) = self.bars.lock().unwrap().remove(&explore_key(kernel)) {
                     bar.finish_and_clear();
@@ -153,6 +194,10 @@ impl Terminal {
 
 fn build_key(kernel: &str) -> String {
     format!("build {kernel}")
+}
+
+fn mutate_key(kernel: &str) -> String {
+    format!("mutate {kernel}")
 }
 
 fn explore_key(kernel: &str) -> String {

@@ -74,9 +74,32 @@ pub fn start(cache: &Cache, config: &VmConfig, limits: StartLimits) -> Result<Gu
             guest.boot.init_uptime.as_secs_f64().to_string(),
         )?;
         std::fs::write(dir.join(BOOT_CONSOLE), guest.vm.console.text())?;
+        std::fs::write(
+            dir.join(KERNEL),
+            config.bzimage.as_os_str().as_encoded_bytes(),
+        )?;
         Ok(())
     })?;
     Ok(guest)
+}
+
+/// Names the bzImage a saved state booted, so that states of a kernel
+/// that is removed (a mutant's) can go with it.
+const KERNEL: &str = "kernel";
+
+/// Delete the saved states of the kernel at `bzimage`; how many.
+pub fn discard_for(cache: &Cache, bzimage: &Path) -> Result<usize> {
+    let dir = cache.root().join("snapshots");
+    let mut discarded = 0;
+    for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+        let saved = entry?.path();
+        let booted = std::fs::read(saved.join(KERNEL)).unwrap_or_default();
+        if booted == bzimage.as_os_str().as_encoded_bytes() {
+            cache.discard(&saved)?;
+            discarded += 1;
+        }
+    }
+    Ok(discarded)
 }
 
 /// Loading a saved state takes well under a second; a start that has not

@@ -7,7 +7,7 @@ mod from_source;
 mod incremental;
 mod modules;
 mod overlay;
-mod series;
+pub mod series;
 mod source;
 pub mod version;
 mod worktree;
@@ -308,6 +308,27 @@ pub fn cached(spec: &KernelSpec, cache: &Cache) -> Result<Option<Kernel>> {
 /// whether they compile, and a hash of what each compiles to.
 pub fn compile_objects(spec: &KernelSpec, cache: &Cache, objects: &[&str]) -> Result<Vec<String>> {
     from_source::compile_objects(spec, cache, objects)
+}
+
+/// Remove the published build of a kernel with replaced files (a
+/// mutant's, which has a source tree of its own): nothing else refers to
+/// it, and it is made again from its inputs if ever wanted.
+pub fn discard_variant(cache: &Cache, kernel: &Kernel) -> Result<()> {
+    let builds = cache.root().join("builds");
+    let own_tree = kernel.source.as_deref() == Some(kernel.kbuild.join("source").as_path());
+    if !own_tree || kernel.kbuild.parent() != Some(builds.as_path()) {
+        bail!(
+            "{} is not a build with replaced files; it is kept",
+            kernel.kbuild.display()
+        );
+    }
+    let _lock = cache.lock(&format!("build-{}", kernel.id))?;
+    let trash = tempfile::Builder::new()
+        .prefix(".discarded-")
+        .tempdir_in(&builds)?;
+    std::fs::rename(&kernel.kbuild, trash.path().join("build"))
+        .with_context(|| format!("cannot move {} away", kernel.kbuild.display()))?;
+    Ok(())
 }
 
 /// Options without which no scenario can run.

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Patch {
     /// The file name, or for a message of an mbox its number and subject.
     pub name: String,
