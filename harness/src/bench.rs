@@ -13,7 +13,9 @@
 //! - peer: the kernel's test-state.sh in the guest against the same flows
 //!   run as a scenario, in the same guest;
 //! - matrix: every scenario on every kernel, the wall time;
-//! - explore: sequences per minute.
+//! - explore: sequences per minute;
+//! - edit loop: one line of the livepatch core changed, rebuilt and run,
+//!   against a full build (`edit_loop`).
 
 use crate::cache::Cache;
 use crate::guest::transitions::{printk_seconds, transitions, Transition};
@@ -38,6 +40,8 @@ pub struct Options {
     /// And once more from an empty cache (downloads, kernel and fixture
     /// builds included).
     pub cold: bool,
+    /// Also time the edit loop (kernels built from source).
+    pub edit_loop: bool,
     pub jobs: usize,
 }
 
@@ -104,6 +108,10 @@ pub fn run(
         rows.extend(peer_rows(&context)?);
     }
     let mut out = table(spec, &load, &rows);
+    if options.edit_loop {
+        let measured = crate::edit_loop::measure(project, cache, spec)?;
+        out += &crate::edit_loop::render(spec, &measured);
+    }
     if options.suite {
         out += &suite(
             "warm",

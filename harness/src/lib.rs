@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod bundle;
 pub mod cache;
+pub mod edit_loop;
 pub mod errno;
 pub mod event;
 pub mod explore;

@@ -97,6 +97,11 @@ enum Command {
         /// sequences per minute.
         #[arg(long, value_name = "RUNS")]
         explore: Option<usize>,
+        /// Also time the edit loop: one line of kernel/livepatch/core.c
+        /// changed, rebuilt, first scenario verdict; against a full build
+        /// (kernels built from source).
+        #[arg(long)]
+        edit_loop: bool,
         #[arg(long, short = 'j', default_value_t = scenario::default_jobs())]
         jobs: usize,
     },
@@ -313,6 +318,7 @@ fn real_main() -> Result<()> {
             peer,
             matrix,
             explore,
+            edit_loop,
             jobs,
         } => {
             let cache = Cache::from_env()?;
@@ -327,6 +333,7 @@ fn real_main() -> Result<()> {
                 suite,
                 cold,
                 peer,
+                edit_loop,
                 jobs,
             };
             for spec in &specs {

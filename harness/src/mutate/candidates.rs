@@ -92,7 +92,11 @@ pub fn from_patches(tree: &Path, dir: &Path) -> Result<Vec<Candidate>> {
                 std::fs::copy(&original, &copy)?;
             }
         }
-        series::apply(scratch.path(), &dir.display().to_string(), std::slice::from_ref(&patch))?;
+        series::apply(
+            scratch.path(),
+            &dir.display().to_string(),
+            std::slice::from_ref(&patch),
+        )?;
         let mut replaced = Vec::new();
         for file in &files {
             let bytes = std::fs::read(scratch.path().join(file)).with_context(|| {
