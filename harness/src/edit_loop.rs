@@ -64,7 +64,7 @@ pub fn measure(project: &Project, cache: &Cache, spec: &KernelSpec) -> Result<Ed
         Outcome::KnownBug(bug) => format!("known bug: {bug}"),
     };
     crate::guest::snapshot::discard_for(cache, &built.bzimage)?;
-    kernel::discard_variant(cache, &built)?;
+    drop(kernel::discard_variant(cache, &built)?);
     if verdict.artifacts.exists() {
         std::fs::remove_dir_all(&verdict.artifacts).ok();
     }

@@ -165,6 +165,10 @@ enum Command {
         /// Also run the kernel's own livepatch selftests on each mutant.
         #[arg(long)]
         selftests: bool,
+        /// Run only these scenarios (names as `run` shows them) instead
+        /// of the whole suite.
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
         /// How many guests run at once.
         #[arg(long, short = 'j', default_value_t = scenario::default_jobs())]
         jobs: usize,
@@ -389,6 +393,7 @@ fn real_main() -> Result<()> {
             patches,
             explore,
             selftests,
+            scenarios,
             jobs,
             json,
         } => {
@@ -400,6 +405,7 @@ fn real_main() -> Result<()> {
                 patches,
                 explore,
                 selftests,
+                scenarios,
                 jobs,
             };
             let report = klp_harness::mutate::run(&project, &Cache::from_env()?, &spec, &options)?;

@@ -46,6 +46,9 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
     for spec in &kernels {
         trials.push(explore_trial(spec));
     }
+    if let Some(spec) = kernels.iter().find(|spec| spec.name == "src-6.12") {
+        trials.push(mutate_trial(spec));
+    }
     let cache = Cache::from_env()?;
     for spec in kernels.iter().filter(|spec| !spec.is_prebuilt()) {
         trials.extend(selftest_trials(&project, &cache, spec)?);
@@ -111,6 +114,60 @@ fn scenario_trial(project: &Project, loaded: &Scenario, spec: &KernelSpec) -> Tr
         }
     })
     .with_ignored_flag(not_applicable)
+}
+
+/// `mutate --patches` with three hand-written mutants of state.c: one
+/// the suite must kill, one that changes only a comment (equivalent: the
+/// same object code) and one that does not compile. It builds each one
+/// incrementally from the kernel's work directory.
+fn mutate_trial(spec: &KernelSpec) -> Trial {
+    let kernel = spec.name.clone();
+    Trial::test(
+        format!("mutate::scores-known-mutants::{kernel}"),
+        move || {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_klp-harness"))
+                .args(["mutate", "--kernel", &kernel, "--json", "--patches"])
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mutants"))
+                .args([
+                    "--scenarios",
+                    "rules/r02-cumulative/missing-id-on-top,rules/r01-new-id/cumulative-adds-id",
+                ])
+                .output()?;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let fail = |why: &str| {
+                format!(
+                    "{why} ({}):\n{stdout}\n{}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            };
+            if !output.status.success() {
+                return Err(fail("mutate failed").into());
+            }
+            let report: serde_json::Value = serde_json::from_str(&stdout)?;
+            let status = |id: &str| {
+                report["mutants"]
+                    .as_array()
+                    .and_then(|all| all.iter().find(|m| m["id"] == id))
+                    .map(|m| m["status"].as_str().unwrap_or_default().to_string())
+            };
+            let wanted = [
+                ("0001-cumulative-may-drop-states.patch", "killed"),
+                ("0002-comment-only.patch", "equivalent"),
+                ("0003-does-not-compile.patch", "not-compiled"),
+            ];
+            for (id, want) in wanted {
+                if status(id).as_deref() != Some(want) {
+                    return Err(fail(&format!("{id} is {:?}, expected {want}", status(id))).into());
+                }
+            }
+            let killer = &report["mutants"][0]["suite"]["detection"]["by"];
+            if killer != "rules/r02-cumulative/missing-id-on-top" {
+                return Err(fail(&format!("killed by {killer}")).into());
+            }
+            Ok(())
+        },
+    )
 }
 
 /// One trial per livepatch selftest script of the kernel's tree, run as

@@ -111,7 +111,7 @@ pub fn prepare(spec: &KernelSpec, cache: &Cache, mode: Mode) -> Result<Option<Ke
     }))
 }
 
-pub fn compile_objects(spec: &KernelSpec, cache: &Cache, objects: &[&str]) -> Result<Vec<String>> {
+pub fn built_objects(spec: &KernelSpec, cache: &Cache, objects: &[&str]) -> Result<Vec<String>> {
     let KernelSource::FromSource { origin, build } = &spec.source else {
         bail!("{} is prebuilt: it has no sources to compile", spec.name);
     };
@@ -131,8 +131,7 @@ pub fn compile_objects(spec: &KernelSpec, cache: &Cache, objects: &[&str]) -> Re
         overlay: &spec.overlay,
         fragments: &inputs.fragments,
     };
-    incremental::compile_objects(cache, &request, objects)
-        .map(|objects| objects.hashes)
+    incremental::built_objects(cache, &request, objects)
         .with_context(|| format!("kernel {}", spec.name))
 }
 

@@ -14,7 +14,7 @@ use super::overlay::Overlay;
 use super::source::Sources;
 use super::worktree::{self, link_tree, Good, Target, WorkDir};
 use crate::cache::{Cache, ContentHash};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
 use walkdir::WalkDir;
@@ -115,33 +115,26 @@ pub fn seed(cache: &Cache, request: &Request) -> Result<Built> {
     }
 }
 
-/// The outcome of compiling some objects of a request's sources.
-pub struct Objects {
-    /// Hash of each object file, in the order asked for.
-    pub hashes: Vec<String>,
-}
-
-/// Bring the work directory to `request`'s sources and compile only
-/// `objects` (paths of .o files in the build directory): whether they
-/// compile at all, and what they compile to, before a whole build.
-pub fn compile_objects(cache: &Cache, request: &Request, objects: &[&str]) -> Result<Objects> {
-    let mut work = WorkDir::open(cache, request.definition, &build::compiler_version()?)?;
-    let changed = work.sync(&request.target())?;
-    let result = (|| {
-        configure_if_needed(&mut work, request, &changed)?;
-        let mut log = Log::create(work.build().join("objects.log"))?;
-        log.make(&work.src(), &work.build(), objects, None)?;
-        objects
-            .iter()
-            .map(|object| {
-                Ok(ContentHash::new()
-                    .add_file("object", &work.build().join(object))?
-                    .finish())
-            })
-            .collect::<Result<Vec<_>>>()
-    })();
-    work.finish(None)?;
-    Ok(Objects { hashes: result? })
+/// A hash of each of `objects` (paths of .o files in the build
+/// directory) as the work directory's last finished build made them, if
+/// that build was `request`'s: whether a change compiled to other code.
+pub fn built_objects(cache: &Cache, request: &Request, objects: &[&str]) -> Result<Vec<String>> {
+    let key = request.key()?;
+    let work = WorkDir::open(cache, request.definition, &build::compiler_version()?)?;
+    if work.good().is_none_or(|good| good.key != key) || !work.changed_since_good().is_empty() {
+        bail!(
+            "the work directory of {} holds another build than {key}",
+            request.definition
+        );
+    }
+    objects
+        .iter()
+        .map(|object| {
+            Ok(ContentHash::new()
+                .add_file("object", &work.build().join(object))?
+                .finish())
+        })
+        .collect()
 }
 
 /// Sync, configure if needed, `make bzImage modules`. The directory is

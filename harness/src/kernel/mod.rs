@@ -303,17 +303,22 @@ pub fn cached(spec: &KernelSpec, cache: &Cache) -> Result<Option<Kernel>> {
     from_source::prepare(spec, cache, from_source::Mode::Peek)
 }
 
-/// Compile only `objects` (e.g. `kernel/livepatch/core.o`) of the
-/// kernel's sources with its overlay, in the definition's work directory:
-/// whether they compile, and a hash of what each compiles to.
-pub fn compile_objects(spec: &KernelSpec, cache: &Cache, objects: &[&str]) -> Result<Vec<String>> {
-    from_source::compile_objects(spec, cache, objects)
+/// A hash of each of `objects` (e.g. `kernel/livepatch/core.o`) as the
+/// kernel was last built in its definition's work directory; an error if
+/// the work directory has moved on to another build.
+pub fn built_objects(spec: &KernelSpec, cache: &Cache, objects: &[&str]) -> Result<Vec<String>> {
+    from_source::built_objects(spec, cache, objects)
 }
+
+/// A discarded build, moved out of the cache's way; its files are
+/// deleted when this is dropped (tens of thousands of links: a second or
+/// more, which a caller may spend on another thread).
+pub struct Discarded(#[allow(dead_code)] tempfile::TempDir);
 
 /// Remove the published build of a kernel with replaced files (a
 /// mutant's, which has a source tree of its own): nothing else refers to
 /// it, and it is made again from its inputs if ever wanted.
-pub fn discard_variant(cache: &Cache, kernel: &Kernel) -> Result<()> {
+pub fn discard_variant(cache: &Cache, kernel: &Kernel) -> Result<Discarded> {
     let builds = cache.root().join("builds");
     let own_tree = kernel.source.as_deref() == Some(kernel.kbuild.join("source").as_path());
     if !own_tree || kernel.kbuild.parent() != Some(builds.as_path()) {
@@ -328,7 +333,7 @@ pub fn discard_variant(cache: &Cache, kernel: &Kernel) -> Result<()> {
         .tempdir_in(&builds)?;
     std::fs::rename(&kernel.kbuild, trash.path().join("build"))
         .with_context(|| format!("cannot move {} away", kernel.kbuild.display()))?;
-    Ok(())
+    Ok(Discarded(trash))
 }
 
 /// Options without which no scenario can run.

@@ -44,6 +44,8 @@ pub struct Options {
     pub explore: Option<usize>,
     /// Also run the kernel's own selftests on each mutant.
     pub selftests: bool,
+    /// Run only these scenarios (by name) instead of the whole suite.
+    pub scenarios: Vec<String>,
     /// Guests at once.
     pub jobs: usize,
 }
@@ -101,14 +103,7 @@ pub fn run(
         .join(format!("history-{}.json", spec.definition()));
     let mut history = order::History::load(&history_file);
     let mut left_out = Vec::new();
-    let scenarios = baseline_scenarios(
-        project,
-        cache,
-        spec,
-        options.jobs,
-        &mut history,
-        &mut left_out,
-    )?;
+    let scenarios = baseline_scenarios(project, cache, spec, options, &mut history, &mut left_out)?;
     let scripts = match options.selftests {
         true => baseline_selftests(
             project,
@@ -130,6 +125,7 @@ pub fn run(
     });
     let mut results = Vec::new();
     let mut done = 0;
+    let deleting = std::sync::Mutex::new(Vec::new());
     for candidate in &all {
         if done >= planned {
             break;
@@ -145,6 +141,7 @@ pub fn run(
                 scripts: &scripts,
                 base_objects: &base_objects,
                 output: &output,
+                deleting: &deleting,
             },
             &label,
             candidate,
@@ -161,6 +158,9 @@ pub fn run(
             summary: summary(&result),
         });
         results.push(result);
+    }
+    for deletion in deleting.into_inner().unwrap() {
+        deletion.join().ok();
     }
     event::emit(Event::MutateFinished {
         kernel: spec.name.clone(),
@@ -181,7 +181,8 @@ pub fn run(
     Ok(report)
 }
 
-/// A hash of each object file the candidates change, unmutated.
+/// A hash of each object file the candidates change, unmutated (the work
+/// directory holds the unmutated build when this runs).
 fn base_objects(
     spec: &KernelSpec,
     cache: &Cache,
@@ -191,7 +192,7 @@ fn base_objects(
     objects.sort();
     objects.dedup();
     let names: Vec<&str> = objects.iter().map(String::as_str).collect();
-    let hashes = kernel::compile_objects(spec, cache, &names)?;
+    let hashes = kernel::built_objects(spec, cache, &names)?;
     Ok(objects.into_iter().zip(hashes).collect())
 }
 
@@ -200,13 +201,24 @@ fn baseline_scenarios(
     project: &Project,
     cache: &Cache,
     spec: &KernelSpec,
-    jobs: usize,
+    options: &Options,
     history: &mut order::History,
     left_out: &mut Vec<String>,
 ) -> Result<Vec<Scenario>> {
+    let jobs = options.jobs;
     let mut all = Vec::new();
     for file in scenario::scenario_files(project)? {
         all.push(scenario::load(project, &file)?);
+    }
+    if !options.scenarios.is_empty() {
+        if let Some(unknown) = options
+            .scenarios
+            .iter()
+            .find(|name| !all.iter().any(|s| &s.name == *name))
+        {
+            bail!("no scenario named {unknown:?}");
+        }
+        all.retain(|s| options.scenarios.contains(&s.name));
     }
     let runs: Vec<(&Scenario, &KernelSpec)> = all.iter().map(|s| (s, spec)).collect();
     let verdicts = scenario::execute_many(project, cache, &runs, jobs, |_| {});
@@ -287,6 +299,8 @@ struct Trial<'a> {
     scripts: &'a [String],
     base_objects: &'a BTreeMap<String, String>,
     output: &'a Path,
+    /// Discarded builds being deleted.
+    deleting: &'a std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 fn try_mutant(
@@ -308,7 +322,6 @@ fn try_mutant(
         candidate: candidate.clone(),
         status: Status::NotCompiled,
         compile_error: None,
-        compile: Duration::ZERO,
         build: Duration::ZERO,
         suite: None,
         selftests: None,
@@ -316,29 +329,8 @@ fn try_mutant(
         kept: None,
     };
 
-    phase("compiling");
-    let started = Instant::now();
-    let objects: Vec<&str> = candidate.objects.iter().map(String::as_str).collect();
-    let compiled = kernel::compile_objects(&spec, trial.cache, &objects);
-    result.compile = started.elapsed();
-    match compiled {
-        Err(err) => {
-            result.compile_error = Some(format!("{err:#}"));
-            return Ok(result);
-        }
-        Ok(hashes) => {
-            let same = candidate
-                .objects
-                .iter()
-                .zip(&hashes)
-                .all(|(object, hash)| trial.base_objects.get(object) == Some(hash));
-            if same && !objects.is_empty() {
-                result.status = Status::Equivalent;
-                return Ok(result);
-            }
-        }
-    }
-
+    // One build: a mutant that does not compile fails it within
+    // seconds; one that compiles to the same code is found after it.
     phase("building");
     let started = Instant::now();
     let built = kernel::prepare(&spec, trial.cache);
@@ -346,10 +338,23 @@ fn try_mutant(
     let built = match built {
         Ok(built) => built,
         Err(err) => {
-            result.compile_error = Some(format!("{err:#}"));
+            result.compile_error = Some(crate::kbuild::compiler_messages(&format!("{err:#}")));
             return Ok(result);
         }
     };
+    let objects: Vec<&str> = candidate.objects.iter().map(String::as_str).collect();
+    if let Ok(hashes) = kernel::built_objects(&spec, trial.cache, &objects) {
+        let same = candidate
+            .objects
+            .iter()
+            .zip(&hashes)
+            .all(|(object, hash)| trial.base_objects.get(object) == Some(hash));
+        if same && !objects.is_empty() {
+            result.status = Status::Equivalent;
+            clean_up(trial, &spec, &built)?;
+            return Ok(result);
+        }
+    }
 
     phase("suite");
     let mut names: Vec<String> = trial.scenarios.iter().map(|s| s.name.clone()).collect();
@@ -456,7 +461,14 @@ fn clean_up(trial: &Trial, spec: &KernelSpec, built: &kernel::Kernel) -> Result<
         }
     }
     crate::guest::snapshot::discard_for(trial.cache, &built.bzimage)?;
-    kernel::discard_variant(trial.cache, built)
+    let discarded = kernel::discard_variant(trial.cache, built)?;
+    // Deleting the tree's links takes seconds; the next mutant need not wait.
+    trial
+        .deleting
+        .lock()
+        .unwrap()
+        .push(std::thread::spawn(move || drop(discarded)));
+    Ok(())
 }
 
 /// One line per mutant for the progress output.

@@ -46,8 +46,6 @@ pub struct MutantResult {
     /// The compiler's or linker's complaint, for a mutant that does not build.
     pub compile_error: Option<String>,
     #[serde(serialize_with = "seconds")]
-    pub compile: Duration,
-    #[serde(serialize_with = "seconds")]
     pub build: Duration,
     pub suite: Option<Check>,
     pub selftests: Option<Check>,
@@ -62,9 +60,9 @@ impl MutantResult {
         !matches!(self.status, Status::NotCompiled | Status::Equivalent)
     }
 
-    /// Incremental compile and build, and the suite.
+    /// Incremental build and the suite.
     pub fn cost(&self) -> Duration {
-        self.compile + self.build + self.suite.as_ref().map_or(Duration::ZERO, |c| c.elapsed)
+        self.build + self.suite.as_ref().map_or(Duration::ZERO, |c| c.elapsed)
     }
 
     fn detected_by(check: &Option<Check>) -> bool {
@@ -242,10 +240,9 @@ impl Report {
         let _ = writeln!(
             out,
             "time: {:.0} s in all; per mutant run, median {:.1} s for build and suite \
-             (compile {:.0} s, build {:.0} s, suite {:.0} s, selftests {:.0} s, explore {:.0} s in all)",
+             (build {:.0} s, suite {:.0} s, selftests {:.0} s, explore {:.0} s in all)",
             self.elapsed.as_secs_f64(),
             median(ran.iter().map(|m| m.cost()).collect()).as_secs_f64(),
-            total(&|m| m.compile),
             total(&|m| m.build),
             total(&|m| check_time(&m.suite)),
             total(&|m| check_time(&m.selftests)),
@@ -316,7 +313,6 @@ mod tests {
             },
             status,
             compile_error: None,
-            compile: Duration::from_secs(5),
             build: Duration::from_secs(20),
             suite: ran.then(|| check(suite)),
             selftests: ran.then(|| check(selftests)),
@@ -359,7 +355,7 @@ mod tests {
             "{table}"
         );
         assert!(
-            table.contains("median 35.0 s for build and suite"),
+            table.contains("median 30.0 s for build and suite"),
             "{table}"
         );
         let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
