@@ -14,7 +14,7 @@ use super::overlay::Overlay;
 use super::source::Sources;
 use super::worktree::{self, link_tree, Good, Target, WorkDir};
 use crate::cache::{Cache, ContentHash};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
 use walkdir::WalkDir;
@@ -86,8 +86,12 @@ pub fn cached(cache: &Cache, request: &Request) -> Result<Option<Built>> {
 /// it there even if the cache has it already), so that builds of small
 /// changes to it start from there.
 pub fn seed(cache: &Cache, request: &Request) -> Result<Built> {
-    let (dir, key) = request.published(cache)?;
     let mut work = WorkDir::open(cache, request.definition, &build::compiler_version()?)?;
+    seed_locked(cache, request, &mut work)
+}
+
+fn seed_locked(cache: &Cache, request: &Request, work: &mut WorkDir) -> Result<Built> {
+    let (dir, key) = request.published(cache)?;
     let published = dir
         .join(MARKER)
         .exists()
@@ -98,17 +102,17 @@ pub fn seed(cache: &Cache, request: &Request) -> Result<Built> {
             return Ok(built);
         }
     }
-    make(&mut work, request)?;
+    make(work, request)?;
     match published {
         // The same inputs, so the same module ABI as the published build.
         Some(built) => {
-            let (_, good) = finished(&work, &key, Some(&built.module_abi))?;
+            let (_, good) = finished(work, &key, Some(&built.module_abi))?;
             work.finish(Some(good))?;
             Ok(built)
         }
         None => {
-            let (abi, good) = finished(&work, &key, None)?;
-            let built = publish(cache, &work, request, &key, &abi)?;
+            let (abi, good) = finished(work, &key, None)?;
+            let built = publish(cache, work, request, &key, &abi)?;
             work.finish(Some(good))?;
             Ok(built)
         }
@@ -116,17 +120,12 @@ pub fn seed(cache: &Cache, request: &Request) -> Result<Built> {
 }
 
 /// A hash of each of `objects` (paths of .o files in the build
-/// directory) as the work directory's last finished build made them, if
-/// that build was `request`'s: whether a change compiled to other code.
+/// directory) as `request`'s build makes them: whether a change compiled
+/// to other code. The work directory is brought back to that build first
+/// if another one (another process's) took its place.
 pub fn built_objects(cache: &Cache, request: &Request, objects: &[&str]) -> Result<Vec<String>> {
-    let key = request.key()?;
-    let work = WorkDir::open(cache, request.definition, &build::compiler_version()?)?;
-    if work.good().is_none_or(|good| good.key != key) || !work.changed_since_good().is_empty() {
-        bail!(
-            "the work directory of {} holds another build than {key}",
-            request.definition
-        );
-    }
+    let mut work = WorkDir::open(cache, request.definition, &build::compiler_version()?)?;
+    seed_locked(cache, request, &mut work)?;
     objects
         .iter()
         .map(|object| {

@@ -304,8 +304,8 @@ pub fn cached(spec: &KernelSpec, cache: &Cache) -> Result<Option<Kernel>> {
 }
 
 /// A hash of each of `objects` (e.g. `kernel/livepatch/core.o`) as the
-/// kernel was last built in its definition's work directory; an error if
-/// the work directory has moved on to another build.
+/// kernel's build in its definition's work directory makes them (built
+/// there again if the work directory has moved on to another build).
 pub fn built_objects(spec: &KernelSpec, cache: &Cache, objects: &[&str]) -> Result<Vec<String>> {
     from_source::built_objects(spec, cache, objects)
 }

@@ -181,8 +181,7 @@ pub fn run(
     Ok(report)
 }
 
-/// A hash of each object file the candidates change, unmutated (the work
-/// directory holds the unmutated build when this runs).
+/// A hash of each object file the candidates change, unmutated.
 fn base_objects(
     spec: &KernelSpec,
     cache: &Cache,
@@ -343,13 +342,14 @@ fn try_mutant(
         }
     };
     let objects: Vec<&str> = candidate.objects.iter().map(String::as_str).collect();
-    if let Ok(hashes) = kernel::built_objects(&spec, trial.cache, &objects) {
+    if !objects.is_empty() {
+        let hashes = kernel::built_objects(&spec, trial.cache, &objects)?;
         let same = candidate
             .objects
             .iter()
             .zip(&hashes)
             .all(|(object, hash)| trial.base_objects.get(object) == Some(hash));
-        if same && !objects.is_empty() {
+        if same {
             result.status = Status::Equivalent;
             clean_up(trial, &spec, &built)?;
             return Ok(result);
