@@ -532,9 +532,9 @@ fn interrupted_download(kernel: &str) -> Outcome {
     Ok(())
 }
 
-/// A kernel build killed in make: the compilers stop with the harness, no
-/// completion marker, and the next run starts the build over, finishes
-/// it and passes a scenario on it.
+/// A kernel build killed in make: the compilers stop with the harness,
+/// nothing is published, and the next run starts the work directory over,
+/// finishes the build and passes a scenario on it.
 fn interrupted_kernel_build(kernel: &str) -> Outcome {
     let scratch = Scratch::new(&["apt", "downloads", "sources"])?;
     let mut child = scratch
@@ -542,13 +542,16 @@ fn interrupted_kernel_build(kernel: &str) -> Outcome {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let builds = scratch.cache().join("builds");
+    let log = scratch
+        .cache()
+        .join("work")
+        .join(kernel)
+        .join("build/build.log");
     let compiling = wait_for(
         Duration::from_secs(600),
         "the kernel build to compile",
         || {
-            let dir = std::fs::read_dir(&builds).ok()?.flatten().next()?.path();
-            let log = std::fs::read_to_string(dir.join("build.log")).ok()?;
+            let log = std::fs::read_to_string(&log).ok()?;
             let compiled = log
                 .lines()
                 .filter(|l| l.trim_start().starts_with("CC "))
@@ -562,9 +565,11 @@ fn interrupted_kernel_build(kernel: &str) -> Outcome {
     if !left.is_empty() {
         return Err(fail(format!("the build outlived the harness: {left:?}")));
     }
-    let dir = std::fs::read_dir(&builds)?.flatten().next().unwrap().path();
-    if dir.join(".klp-harness-complete").exists() {
-        return Err(fail("a killed build is marked complete"));
+    let published = std::fs::read_dir(scratch.cache().join("builds"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    if published != 0 {
+        return Err(fail("a killed build published something"));
     }
     let started = Instant::now();
     must_pass(
@@ -572,10 +577,9 @@ fn interrupted_kernel_build(kernel: &str) -> Outcome {
         "the next run",
     )?;
     let journal = scratch.journal();
-    let key = dir.file_name().unwrap().to_string_lossy().into_owned();
     for wanted in [
-        format!("dropped builds/{key}: a build that did not finish"),
-        format!("built builds/{key}"),
+        format!("dropped work/{kernel}: a build that did not finish"),
+        format!("built builds/{kernel}-"),
     ] {
         if !journal.contains(&wanted) {
             return Err(fail(format!("journal.log lacks {wanted:?}:\n{journal}")));

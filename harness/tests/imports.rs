@@ -36,6 +36,8 @@ const LAYERS: &[&str] = &[
     "report",
     "bundle",
     "explore",
+    "mutate",
+    "edit_loop",
     "bench",
     "ui",
 ];

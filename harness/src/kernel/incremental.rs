@@ -60,16 +60,23 @@ impl Request<'_> {
 pub fn build(cache: &Cache, request: &Request) -> Result<Built> {
     let (dir, key) = request.published(cache)?;
     if dir.join(MARKER).exists() {
+        crate::cache::touch(&dir);
         return Built::read(dir, key);
     }
     let mut work = WorkDir::open(cache, request.definition, &build::compiler_version()?)?;
     if dir.join(MARKER).exists() {
+        crate::cache::touch(&dir);
         return Built::read(dir, key);
     }
-    make(&mut work, request)?;
+    let started = std::time::Instant::now();
+    make(&mut work, request).map_err(|err| cache.explain_failure(err, &format!("builds/{key}")))?;
     let (abi, good) = finished(&work, &key, None)?;
     let built = publish(cache, &work, request, &key, &abi)?;
     work.finish(Some(good))?;
+    cache.journal(&format!(
+        "built builds/{key} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
     Ok(built)
 }
 

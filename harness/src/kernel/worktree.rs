@@ -96,6 +96,9 @@ impl WorkDir {
         };
         if work.state.phase == Phase::Busy || work.state.compiler != compiler {
             if work.root.exists() {
+                cache.journal(&format!(
+                    "dropped work/{definition}: a build that did not finish"
+                ));
                 crate::event::emit(crate::event::Event::WorkDirReset {
                     dir: work.root.clone(),
                 });

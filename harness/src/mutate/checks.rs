@@ -39,7 +39,7 @@ pub struct Check {
     pub detection: Option<Detection>,
     /// Scenarios, scripts or sequences run.
     pub ran: usize,
-    #[serde(serialize_with = "super::report::seconds")]
+    #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
     /// Every verdict or script result, name and seconds (for the history).
     #[serde(skip)]
@@ -262,6 +262,7 @@ pub fn explore(
         time: None,
         pool: 6,
         mutation: None,
+        cpus: crate::vm::DEFAULT_CPUS,
     };
     let (detection, ran) = match crate::explore::explore(project, cache, spec, &options) {
         Ok(report) => (
@@ -297,6 +298,14 @@ pub fn explore(
         elapsed: started.elapsed(),
         runs: Vec::new(),
     }
+}
+
+/// Durations in JSON: seconds, to a tenth.
+pub fn seconds<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64((duration.as_secs_f64() * 10.0).round() / 10.0)
 }
 
 #[cfg(test)]

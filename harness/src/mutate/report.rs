@@ -2,8 +2,8 @@
 //! of the kernel's selftests and of both, and the times; JSON for tools.
 
 use super::candidates::Candidate;
-use super::checks::{Check, Class};
-use serde::{Serialize, Serializer};
+use super::checks::{seconds, Check, Class};
+use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -99,10 +99,6 @@ pub struct Report {
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
     pub output: PathBuf,
-}
-
-pub fn seconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_f64((duration.as_secs_f64() * 10.0).round() / 10.0)
 }
 
 /// A share, as "killed/ran (percent)".

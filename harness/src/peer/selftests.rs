@@ -253,12 +253,7 @@ fn judge(status: i32, output: &str) -> Outcome {
 /// The longest a script may take: `KLP_HARNESS_SELFTEST_TIMEOUT` seconds,
 /// 300 by default (the scripts poll every 100 ms, and under TCG).
 pub fn timeout() -> Duration {
-    Duration::from_secs(
-        std::env::var("KLP_HARNESS_SELFTEST_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(300),
-    )
+    crate::settings::get().selftest_timeout
 }
 
 /// The guest scripts run in: any fixtures are copied in later.
