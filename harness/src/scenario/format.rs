@@ -167,6 +167,11 @@ pub struct Step {
     /// Whether `load`/`disable` wait for the transition to end (default true).
     #[serde(default = "yes")]
     pub wait_transition: bool,
+    /// Seconds this step waits for its transition to end, instead of
+    /// `KLP_HARNESS_TRANSITION_TIMEOUT`: for a step that shows a transition
+    /// staying open, where waiting longer shows nothing more.
+    #[schemars(with = "Option<u32>")]
+    pub within: Option<Spanned<u32>>,
     /// On a kernel without the scenario's `fix`, this step fails: that is
     /// the known bug showing.
     #[serde(default)]

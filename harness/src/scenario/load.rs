@@ -154,6 +154,24 @@ mod tests {
     }
 
     #[test]
+    fn within_bounds_only_a_transition_wait() {
+        let err = error_of(&format!("{HEAD}  - run: 'true'\n    within: 5\n"));
+        assert_eq!(err, "s.yaml:5:13: `within` bounds a transition wait, and this step waits for none; expected it on a `wait` step, or a `load` or `disable` that waits");
+        let steps = "  - load: klp_cumul_v1\n    wait_transition: false\n  - wait: klp_cumul_v1\n    within: 0\n";
+        let err = error_of(&format!("{HEAD}{steps}"));
+        assert_eq!(
+            err,
+            "s.yaml:7:13: `within: 0` leaves no time; expected whole seconds, 1 or more"
+        );
+        let steps = steps.replace("within: 0", "within: 4");
+        let scenario = parse(&project(), Path::new("s.yaml"), &format!("{HEAD}{steps}")).unwrap();
+        assert_eq!(
+            scenario.steps[1].within,
+            Some(std::time::Duration::from_secs(4))
+        );
+    }
+
+    #[test]
     fn cpus_default_to_one() {
         let text = format!("{HEAD}  - load: klp_target\n");
         let scenario = parse(&project(), Path::new("s.yaml"), &text).unwrap();

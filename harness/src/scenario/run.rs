@@ -144,10 +144,13 @@ fn run_step(
     snapshot: &mut Option<String>,
 ) -> Result<()> {
     let StepContext {
-        limits,
+        mut limits,
         allowed_log,
         mut follower,
     } = context;
+    if let Some(within) = step.within {
+        limits.transition = within;
+    }
     let prediction = match follower.as_deref_mut() {
         Some(follower) => follower.predict(step)?,
         None => None,

@@ -16,6 +16,8 @@ pub struct CheckedStep {
     pub action: Action,
     pub expected_errno: Option<String>,
     pub wait_transition: bool,
+    /// The bound on this step's transition wait, where the step sets one.
+    pub within: Option<std::time::Duration>,
     /// Checked against the reference model.
     pub follow_model: bool,
     /// Fails on a kernel without the scenario's fix (the known bug).

@@ -2,7 +2,7 @@
 //! scenario's fixtures, repeat blocks unrolled, and an order that can work.
 
 use super::format::Step;
-use super::step::{action_keys, actions_of, Action, CheckedStep, Effect, Operand, StepLabel};
+use super::step::{action_keys, actions_of, Action, CheckedStep, Effect, Kind, Operand, StepLabel};
 use crate::errno;
 use crate::fixture::target::MODULE as TARGET;
 use crate::fixture::Fixture;
@@ -182,12 +182,31 @@ fn check_step(
             );
         }
     }
+    let waits = match action.kind {
+        Kind::Wait => true,
+        Kind::Load | Kind::Disable => step.wait_transition && step.error.is_none(),
+        _ => false,
+    };
+    let within = match &step.within {
+        Some(within) if !waits => bail!(
+            "{}: `within` bounds a transition wait, and this step waits for none; \
+             expected it on a `wait` step, or a `load` or `disable` that waits",
+            Position::new(file, &within.referenced)
+        ),
+        Some(within) if within.value == 0 => bail!(
+            "{}: `within: 0` leaves no time; expected whole seconds, 1 or more",
+            Position::new(file, &within.referenced)
+        ),
+        Some(within) => Some(std::time::Duration::from_secs(within.value.into())),
+        None => None,
+    };
     Ok(CheckedStep {
         label,
         position,
         action,
         expected_errno: step.error.map(|e| e.value),
         wait_transition: step.wait_transition,
+        within,
         follow_model: step.follow_model.map_or(context.follow_model, |f| f.value),
         shows_bug: step.shows_bug,
         expect: step.expect,
