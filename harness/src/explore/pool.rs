@@ -57,6 +57,7 @@ pub fn generate(rng: &mut impl Rng, seed: u64, size: usize) -> Vec<PoolFixture> 
                     functions: Some(functions),
                     reports: None,
                     klp_relocs: false,
+                    sympos: None,
                 },
             }
         })

@@ -38,6 +38,8 @@ pub struct PatchDef {
     pub target_pre_patch_error_once: Option<String>,
     /// Its status replacement reaches klp_target through a klp relocation.
     pub klp_relocs: bool,
+    /// It names a symbol position that does not exist (`sympos`).
+    pub missing_symbol: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +72,7 @@ impl PatchDef {
             pre_patch_error: spec.callbacks.pre_patch_error.clone(),
             target_pre_patch_error_once: spec.callbacks.target_pre_patch_error_once.clone(),
             klp_relocs: spec.klp_relocs,
+            missing_symbol: spec.sympos.is_some_and(|sympos| sympos > 1),
         }
     }
 

@@ -94,6 +94,11 @@ impl Model {
         if def.patches(LONG_NAME_FUNCTION) && !self.profile.has(LONG_FUNCTION_NAMES) {
             return Ok(Response::Refused("EINVAL"));
         }
+        // klp_init_object_loaded(): klp_find_object_symbol() finds no
+        // symbol at that position in vmlinux, which is always there.
+        if def.missing_symbol {
+            return Ok(Response::Refused("EINVAL"));
+        }
         if self.transition.is_some() {
             return Ok(Response::Refused("EBUSY"));
         }

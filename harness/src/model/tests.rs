@@ -29,6 +29,7 @@ fn def(
         pre_patch_error: None,
         target_pre_patch_error_once: None,
         klp_relocs: false,
+        missing_symbol: false,
     }
 }
 

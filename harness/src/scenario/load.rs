@@ -435,8 +435,8 @@ mod tests {
 
     #[test]
     fn unknown_rule() {
-        let err = error_of("description: d\nrules: [R2, R15]\nfixtures: []\nsteps: []\n");
-        assert_eq!(err, "s.yaml:2:13: unknown rule \"R15\"; expected R1 to R14");
+        let err = error_of("description: d\nrules: [R2, R16]\nfixtures: []\nsteps: []\n");
+        assert_eq!(err, "s.yaml:2:13: unknown rule \"R16\"; expected R1 to R15");
     }
 
     #[test]
