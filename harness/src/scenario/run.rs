@@ -267,7 +267,9 @@ fn guest_command(action: &Action, limits: Limits) -> String {
         Kind::Wait => observe::wait_transition_command(&module, limits.transition),
         Kind::Run => format!("sh -c {}", shell_quote(&action.operand)),
         // In a transition `enabled` already shows the target state.
-        Kind::Reverse => format!("f={livepatch}/enabled; echo $((1 - $(cat $f))) > $f"),
+        // The guest's init shell runs this: a failed arithmetic expansion
+        // would end it, and the guest with it, so a missing file stops at cat.
+        Kind::Reverse => format!("f={livepatch}/enabled; v=$(cat $f) && echo $((1 - v)) > $f"),
         Kind::Force => format!("echo 1 > {livepatch}/force"),
         Kind::Write => format!(
             "echo {} > {}",
@@ -455,6 +457,23 @@ pub(super) fn shell_quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reversing_a_missing_patch_fails_without_ending_the_shell() {
+        let action = Action::new(Kind::Reverse, String::from("klp_not_loaded_anywhere"));
+        let limits = Limits {
+            transition: std::time::Duration::from_secs(1),
+        };
+        let script = format!("{}; echo status $?", guest_command(&action, limits));
+        let output = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(text.contains("status 1"), "{text}");
+        assert_eq!(errno::from_message(&text), Some("ENOENT"), "{text}");
+    }
 
     #[test]
     fn wrong_patch_state_names_attribute_and_values() {
