@@ -206,9 +206,12 @@ fn selftest_trials(
     Ok(scripts
         .into_iter()
         .map(|script| {
-            let not_applicable = known
-                .as_ref()
-                .and_then(|(found, config)| found.not_applicable(&script, config));
+            let kvm = klp_harness::vm::known_kvm(&cache.root().join("probe"));
+            let not_applicable = known.as_ref().and_then(|(found, config)| {
+                found
+                    .not_applicable(&script, config)
+                    .or_else(|| found.needs_kvm(&script).filter(|_| !kvm))
+            });
             let name = format!(
                 "kselftest::{}::{}",
                 script.trim_end_matches(".sh"),

@@ -87,6 +87,22 @@ impl Selftests {
 
     /// Why `script` cannot run on this tree and kernel configuration, if
     /// it cannot.
+    /// Why `script` cannot finish under TCG, if it cannot.
+    pub fn needs_kvm(&self, script: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.tree.join(DIR).join(script)).unwrap_or_default();
+        // trace_function() (functions.sh) sets the function tracer before
+        // its filter: every kernel function is traced for a while, which
+        // takes minutes on one emulated CPU.
+        (script == "test-ftrace.sh" && text.contains("trace_function ")).then(|| {
+            format!(
+                "{script}'s \"livepatch a traced function\" turns the function tracer on for \
+                 every kernel function before it sets the filter, which takes longer than \
+                 the selftest bound under TCG; it runs where KVM is known to work \
+                 (KLP_HARNESS_ACCEL=kvm, or a KVM probe since the host booted)"
+            )
+        })
+    }
+
     pub fn not_applicable(&self, script: &str, config: &str) -> Option<String> {
         if !self.scripts.iter().any(|s| s == script) {
             return Some(format!("the tree has no {DIR}/{script}"));

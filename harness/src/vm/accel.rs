@@ -100,6 +100,21 @@ fn host_cpu() -> String {
         .join("\n")
 }
 
+/// Whether guests are known to run under KVM without booting anything:
+/// `KLP_HARNESS_ACCEL=kvm`, or a probe since the host booted found it.
+pub fn known_kvm(cache_dir: &Path) -> bool {
+    match crate::settings::get().accel {
+        AccelChoice::Kvm => true,
+        AccelChoice::Tcg => false,
+        AccelChoice::Probe => {
+            let boot_id =
+                std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+            let record = cache_dir.join(format!("kvm-probe-{}", boot_id.trim()));
+            std::fs::read_to_string(record).is_ok_and(|answer| answer == "kvm")
+        }
+    }
+}
+
 /// `KLP_HARNESS_ACCEL=kvm|tcg` decides; otherwise KVM if a probe boot of
 /// `bzimage` under it prints the kernel banner within a few seconds. The
 /// answer holds until the host reboots; `kvm-probe-<boot id>.log` in

@@ -71,6 +71,8 @@ pub const DEFAULT_CPUS: u32 = 1;
 pub const MAX_CPUS: u32 = 8;
 
 /// Pick the accelerator for this kernel (probing KVM once per host boot).
+pub use accel::known_kvm;
+
 pub fn choose_accel(qemu: &Qemu, bzimage: &Path, cache_dir: &Path) -> Accel {
     accel::choose(qemu, bzimage, cache_dir)
 }
