@@ -459,15 +459,7 @@ pub fn explore_rate(
     runs: usize,
 ) -> Result<String> {
     let load = load_average();
-    let options = crate::explore::Options {
-        seed: 1,
-        runs,
-        steps: 10,
-        time: None,
-        pool: 6,
-        mutation: None,
-        cpus: crate::vm::DEFAULT_CPUS,
-    };
+    let options = crate::explore::Options::new(1, runs);
     let report = crate::explore::explore(project, cache, spec, &options)?;
     let minutes = report.elapsed.as_secs_f64() / 60.0;
     Ok(format!(

@@ -38,6 +38,22 @@ pub struct Options {
     pub cpus: u32,
 }
 
+impl Options {
+    /// `runs` sequences from `seed`, with the command line's defaults
+    /// otherwise.
+    pub fn new(seed: u64, runs: usize) -> Self {
+        Self {
+            seed,
+            runs,
+            steps: 10,
+            time: None,
+            pool: 6,
+            mutation: None,
+            cpus: crate::vm::DEFAULT_CPUS,
+        }
+    }
+}
+
 /// What an exploration did.
 pub struct Report {
     pub kernel: String,

@@ -255,15 +255,7 @@ pub fn explore(
     seed: u64,
 ) -> Check {
     let started = Instant::now();
-    let options = crate::explore::Options {
-        seed,
-        runs,
-        steps: 10,
-        time: None,
-        pool: 6,
-        mutation: None,
-        cpus: crate::vm::DEFAULT_CPUS,
-    };
+    let options = crate::explore::Options::new(seed, runs);
     let (detection, ran) = match crate::explore::explore(project, cache, spec, &options) {
         Ok(report) => (
             report.divergences.first().map(|divergence| Detection {
