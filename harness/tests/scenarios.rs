@@ -78,7 +78,7 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
             &project,
             spec,
             "rcu-stall",
-            "rcu-stall.yaml:11:5: step 2 `load rcu_stall`: the kernel logged a warning or crash: ",
+            "rcu-stall.yaml:13:5: step 2 `load rcu_stall`: the kernel logged a warning or crash: ",
         ));
         trials.push(must_fail_trial(
             &project,
