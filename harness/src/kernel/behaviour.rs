@@ -34,8 +34,29 @@ pub struct Behaviour {
     pub sysfs: Option<&'static str>,
     /// How a source tree shows whether it has the change.
     pub detect: Option<Detect>,
-    /// Whether the reference model predicts both sides.
-    pub modelled: bool,
+    /// What the reference model does with it.
+    pub modelled: Modelled,
+}
+
+/// How far the reference model follows a behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modelled {
+    /// It predicts both sides.
+    Yes,
+    No,
+    /// It refuses to predict the steps where the kernel's answer depends
+    /// on more than the model knows, so explore does not generate them.
+    Refuses,
+}
+
+impl Modelled {
+    pub fn label(self) -> &'static str {
+        match self {
+            Modelled::Yes => "yes",
+            Modelled::No => "no",
+            Modelled::Refuses => "refuses",
+        }
+    }
 }
 
 /// The release and commit that removed a behaviour again.
@@ -70,7 +91,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         until: None,
         sysfs: Some("enabled"),
         detect: None,
-        modelled: true,
+        modelled: Modelled::Yes,
     },
     Behaviour {
         id: "sysfs-transition",
@@ -82,7 +103,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         until: None,
         sysfs: Some("transition"),
         detect: None,
-        modelled: true,
+        modelled: Modelled::Yes,
     },
     Behaviour {
         id: "sysfs-force",
@@ -94,7 +115,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         until: None,
         sysfs: Some("force"),
         detect: None,
-        modelled: true,
+        modelled: Modelled::Yes,
     },
     Behaviour {
         id: "idle-cpu-kicked",
@@ -110,7 +131,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "kernel/livepatch/transition.c",
             with: "wake_up_if_idle(cpu);",
         }),
-        modelled: false,
+        modelled: Modelled::No,
     },
     Behaviour {
         id: "null-funcs-checked-first",
@@ -126,7 +147,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "kernel/livepatch/core.c",
             with: "if (!patch || !patch->mod || !patch->objs) return -EINVAL;",
         }),
-        modelled: false,
+        modelled: Modelled::No,
     },
     Behaviour {
         id: "force-pins-only-the-transition-patch",
@@ -143,7 +164,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "kernel/livepatch/transition.c",
             with: "klp_transition_patch->forced = true;",
         }),
-        modelled: true,
+        modelled: Modelled::Yes,
     },
     Behaviour {
         id: "sysfs-patched",
@@ -158,7 +179,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "kernel/livepatch/core.c",
             with: "patched_show(",
         }),
-        modelled: true,
+        modelled: Modelled::Yes,
     },
     Behaviour {
         id: "long-function-names",
@@ -174,7 +195,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "include/linux/kallsyms.h",
             with: "#define KSYM_NAME_LEN 512",
         }),
-        modelled: true,
+        modelled: Modelled::Yes,
     },
     Behaviour {
         id: "klp-relocs-cleared-on-module-unload",
@@ -190,7 +211,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "kernel/livepatch/core.c",
             with: "klp_clear_object_relocs(",
         }),
-        modelled: true,
+        modelled: Modelled::Yes,
     },
     Behaviour {
         id: "cond-resched-switches-task",
@@ -210,7 +231,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "include/linux/sched.h",
             with: "klp_sched_try_switch();",
         }),
-        modelled: true,
+        modelled: Modelled::Yes,
     },
     Behaviour {
         id: "sysfs-replace",
@@ -225,7 +246,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "kernel/livepatch/core.c",
             with: "static ssize_t replace_show(",
         }),
-        modelled: true,
+        modelled: Modelled::Yes,
     },
     Behaviour {
         id: "sysfs-stack-order",
@@ -240,7 +261,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "kernel/livepatch/core.c",
             with: "static ssize_t stack_order_show(",
         }),
-        modelled: true,
+        modelled: Modelled::Yes,
     },
     Behaviour {
         id: "klp-relocs-cleared-after-failed-coming",
@@ -256,7 +277,24 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         until: None,
         sysfs: None,
         detect: None,
-        modelled: true,
+        modelled: Modelled::Yes,
+    },
+    Behaviour {
+        id: "reversed-disable-checks-real-function",
+        before: "reversing the disable of a patch that is not on top of some function's \
+                 stack, and is at its bottom: klp_check_stack_func() takes the list head in \
+                 struct klp_ops for the previous patch's klp_func, so the switched tasks are \
+                 checked against an address range read from the neighbouring slab object; \
+                 when it covers kernel text, the reversed transition never completes \
+                 (depends on heap contents)",
+        after: "the reversed transition checks the function the tasks run and completes",
+        commits: &[],
+        title: None,
+        since: None,
+        until: None,
+        sysfs: None,
+        detect: None,
+        modelled: Modelled::Refuses,
     },
     Behaviour {
         id: "freezable-sleep-switches-task",
@@ -272,7 +310,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             file: "include/linux/livepatch_sched.h",
             with: "TASK_FREEZABLE",
         }),
-        modelled: false,
+        modelled: Modelled::No,
     },
 ];
 

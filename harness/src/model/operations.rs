@@ -172,7 +172,7 @@ impl Model {
             return Ok(Response::Refused("EINVAL"));
         }
         if self.is_transition(module) {
-            self.reverse();
+            self.reverse()?;
             return Ok(Response::Done);
         }
         if value {

@@ -43,6 +43,8 @@ fn defs() -> Defs {
         def("noncumul_v2", false, &[(1, 2)], ALL),
         def("noncumul_v1", false, &[(1, 1)], &[STATUS_FUNCTION]),
         def("noncumul_f2", false, &[(2, 1)], &["cmdline_proc_show"]),
+        def("noncumul_status", false, &[], &[STATUS_FUNCTION]),
+        def("noncumul_busy", false, &[], &[BUSY_FUNCTION]),
     ]
     .into_iter()
     .map(|d| (d.module.clone(), d))
@@ -291,6 +293,48 @@ fn a_reversed_load_frees_what_it_allocated_and_leaves() {
     assert_eq!(run(&mut m, Op::Unload("cumul_v1".into())), Response::Done);
 }
 
+/// Park, load `below` then `above`, and start disabling `below`, held open.
+fn disabling_under(below: &str, above: &str, profile: &Profile) -> Model {
+    let mut m = Model::new(defs(), profile);
+    run(&mut m, load("klp_target"));
+    run(&mut m, load(below));
+    run(&mut m, load(above));
+    run(&mut m, Op::Park);
+    m.step(&Op::Disable(below.into()), false).unwrap();
+    assert_eq!(m.in_transition(), Some((below, true)));
+    m
+}
+
+#[test]
+fn reversing_the_disable_of_a_bottom_patch_is_not_predicted() {
+    let kernel = Profile::from_version(&[7, 2]);
+    // noncumul_v2 is the bottom of klp_target_status's stack and
+    // noncumul_status is above it: the reversal reads the list head.
+    let mut m = disabling_under("noncumul_v2", "noncumul_status", &kernel);
+    let err = m
+        .step(&Op::Reverse("noncumul_v2".into()), true)
+        .unwrap_err();
+    assert!(err.0.contains(STATUS_FUNCTION), "{err}");
+    // Nothing changed: the transition is still the disable.
+    assert_eq!(m.enabled("noncumul_v2"), Some(false));
+    // With no patch above it on any of its functions, it is predicted.
+    let mut m = disabling_under("noncumul_busy", "noncumul_status", &kernel);
+    assert_eq!(
+        run(&mut m, Op::Reverse("noncumul_busy".into())),
+        Response::Done
+    );
+    // On a kernel with the fix, it completes.
+    let fixed = kernel.with_flipped("reversed-disable-checks-real-function");
+    let mut m = disabling_under("noncumul_v2", "noncumul_status", &fixed);
+    assert_eq!(
+        run(&mut m, Op::Reverse("noncumul_v2".into())),
+        Response::Done
+    );
+    run(&mut m, Op::Release);
+    assert_eq!(run(&mut m, Op::Wait("noncumul_v2".into())), Response::Done);
+    assert_eq!(m.stack(), ["noncumul_v2", "noncumul_status"]);
+}
+
 #[test]
 fn a_disabled_patch_cannot_be_enabled_again() {
     let mut m = model();
@@ -349,7 +393,16 @@ proptest! {
                 m.step(&Op::Wait(module), true).unwrap();
             }
             let before = m.clone();
-            let prediction = m.step(&op, true).unwrap();
+            let prediction = match m.step(&op, true) {
+                Ok(prediction) => prediction,
+                // The one unpredictable step: the reversal the unfixed
+                // upstream bug makes depend on heap contents.
+                Err(err) => {
+                    prop_assert!(matches!(op, Op::Reverse(_)), "{:?}: {}", op, err);
+                    prop_assert!(err.0.contains("reversed-disable-checks-real-function"));
+                    continue;
+                }
+            };
             if let Response::Refused(_) = prediction.outcome {
                 prop_assert_eq!(m.predicted_files(), before.predicted_files(), "{:?} was refused", op);
                 prop_assert_eq!(&m.loaded, &before.loaded);

@@ -2,11 +2,12 @@
 //! completes, reverses or is forced, and what it leaves pinned.
 
 use super::state::{Impl, Model, Patch, Target, Transition};
-use super::{Response, BUSY_FUNCTION};
+use super::{Response, Unsupported, BUSY_FUNCTION};
 
 /// kernel::behaviour rows the transitions depend on.
 const FORCE_PINS_ONLY_LEAVING: &str = "force-pins-only-the-transition-patch";
 const COND_RESCHED_SWITCHES: &str = "cond-resched-switches-task";
+const REVERSAL_CHECKS_REAL_FUNCTION: &str = "reversed-disable-checks-real-function";
 
 impl Model {
     pub(super) fn wait(&mut self, module: &str) -> Response {
@@ -68,8 +69,18 @@ impl Model {
 
     /// klp_reverse_transition(): the only task not yet switched is the
     /// parked one, which already is in the new target state, so nothing
-    /// holds the reversed transition.
-    pub(super) fn reverse(&mut self) {
+    /// holds the reversed transition, except an unfixed upstream bug.
+    pub(super) fn reverse(&mut self) -> Result<(), Unsupported> {
+        if let Some(function) = self.reversal_reads_list_head() {
+            return Err(Unsupported(format!(
+                "reversing the disable of {}: it is the bottom but not the top of \
+                 {function}'s stack, so klp_check_stack_func() reads the previous \
+                 function from the list head in struct klp_ops (unfixed upstream, \
+                 kernel::behaviour `{REVERSAL_CHECKS_REAL_FUNCTION}`); whether the \
+                 reversed transition ever completes depends on heap contents",
+                self.transition.as_ref().map_or("", |t| t.module.as_str())
+            )));
+        }
         let t = self.transition.as_mut().expect("a transition to reverse");
         t.target = match t.target {
             Target::Patched => Target::Unpatched,
@@ -80,6 +91,24 @@ impl Model {
         let module = t.module.clone();
         let index = self.patch_index(&module).expect("transition patch listed");
         self.patches[index].enabled = !self.patches[index].enabled;
+        Ok(())
+    }
+
+    /// A function the patch in an unpatching transition replaces, with a
+    /// patch above it on that function's stack and none below. Reversed to
+    /// "patched", klp_check_stack_func() takes list_next_entry() of the
+    /// bottom entry as the previous patch's klp_func: the list head.
+    fn reversal_reads_list_head(&self) -> Option<&'static str> {
+        let t = self.transition.as_ref()?;
+        if t.target != Target::Unpatched || self.profile.has(REVERSAL_CHECKS_REAL_FUNCTION) {
+            return None;
+        }
+        let index = self.patch_index(&t.module)?;
+        let replaces = |p: &Patch, f: &str| self.def(&p.module).patches(f);
+        self.def(&t.module).functions.iter().copied().find(|f| {
+            self.patches[index + 1..].iter().any(|p| replaces(p, f))
+                && !self.patches[..index].iter().any(|p| replaces(p, f))
+        })
     }
 
     /// klp_force_transition(): every task switches now; patches on their

@@ -61,7 +61,7 @@ pub fn markdown(project: &Project) -> Result<String> {
             escape(row.after),
             escape(&commits),
             cells.join(" | "),
-            if row.modelled { "yes" } else { "no" },
+            row.modelled.label(),
             shown_by.join(", ")
         );
     }
