@@ -157,9 +157,10 @@ pub fn explore(
         if let Some(failure) = runner.run(&start, &ops, &label)? {
             event::emit(Event::ExploreDiverged {
                 sequence: label.clone(),
-                failure: first_lines(&failure, 12),
+                failure: first_lines(&failure.text, 12),
             });
-            let divergence = shrink_and_write(&mut runner, &start, ops, &label, options, spec)?;
+            let divergence =
+                shrink_and_write(&mut runner, &start, ops, failure, &label, options, spec)?;
             report.divergences.push(divergence);
             break;
         }
@@ -185,6 +186,23 @@ fn sequence_seed(seed: u64, run: usize) -> u64 {
     seed.wrapping_mul(1_000_003).wrapping_add(run as u64)
 }
 
+/// A divergence as the kernel showed it.
+struct Failure {
+    /// What a smaller sequence must fail the same way at to count as the
+    /// same divergence.
+    kind: String,
+    text: String,
+}
+
+/// The action of the failing step ("wait klp_s2"), or the error itself
+/// when no step failed (the guest died between steps).
+fn failure_kind(err: &anyhow::Error) -> String {
+    match err.downcast_ref::<scenario::StepError>() {
+        Some(failed) => failed.step.action.clone(),
+        None => first_lines(&format!("{err}"), 1),
+    }
+}
+
 fn first_lines(text: &str, count: usize) -> String {
     text.lines().take(count).collect::<Vec<_>>().join("\n")
 }
@@ -193,6 +211,7 @@ fn shrink_and_write(
     runner: &mut Runner,
     start: &Model,
     ops: Vec<Op>,
+    original: Failure,
     label: &str,
     options: &Options,
     spec: &KernelSpec,
@@ -208,11 +227,12 @@ fn shrink_and_write(
         }
         attempt += 1;
         match runner.run(start, candidate, &format!("{label}-shrink-{attempt:03}")) {
-            Ok(Some(failure)) => {
-                last_failure = Some(failure);
+            // Another failure is another divergence, not a smaller one.
+            Ok(Some(failure)) if failure.kind == original.kind => {
+                last_failure = Some(failure.text);
                 true
             }
-            Ok(None) => false,
+            Ok(_) => false,
             Err(err) => {
                 run_error = Some(err);
                 false
@@ -223,10 +243,19 @@ fn shrink_and_write(
         return Err(err.context("shrinking the divergent sequence"));
     }
     // Run the result once more: it is what the file shows.
-    let failure = runner
-        .run(start, &shrunk, &format!("{label}-shrunk"))?
-        .or(last_failure)
-        .unwrap_or_else(|| "the shrunk sequence passed when run again".to_string());
+    let failure = match runner.run(start, &shrunk, &format!("{label}-shrunk"))? {
+        Some(failure) if failure.kind == original.kind => failure.text,
+        Some(other) => format!(
+            "the shrunk sequence failed another way when run again:\n{}",
+            other.text
+        ),
+        None => last_failure.unwrap_or_else(|| {
+            format!(
+                "the shrunk sequence passed when run again; the first run failed:\n{}",
+                original.text
+            )
+        }),
+    };
     let moves = sequence::replay(start, &shrunk).expect("the shrunk sequence replays");
     let file = runner.workspace.join(format!("divergence-{label}.yaml"));
     let shown = file
@@ -345,7 +374,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Run one sequence; Some(failure) when the kernel and the model differ.
-    fn run(&mut self, start: &Model, ops: &[Op], label: &str) -> Result<Option<String>> {
+    fn run(&mut self, start: &Model, ops: &[Op], label: &str) -> Result<Option<Failure>> {
         let (file, text, scenario) = self.render(start, ops, label)?;
         std::fs::write(&file, &text)?;
         let artifacts = self.workspace.join("runs").join(label);
@@ -381,7 +410,10 @@ impl<'a> Runner<'a> {
                     std::fs::write(&console, guest.vm.console.text()).ok();
                     drop(guest);
                 }
-                Ok(Some(format!("{err:#}\n(logs: {})", artifacts.display())))
+                Ok(Some(Failure {
+                    kind: failure_kind(&err),
+                    text: format!("{err:#}\n(logs: {})", artifacts.display()),
+                }))
             }
         }
     }

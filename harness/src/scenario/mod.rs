@@ -24,7 +24,8 @@ pub use run::{run_steps, Settings};
 pub use session::{boot_guest, execute, shell, Timeouts};
 pub use step::{Action, Kind};
 pub use verdict::{
-    applicability, artifacts_dir, FailedStep, Failure, KnownBug, Mismatch, Outcome, Verdict,
+    applicability, artifacts_dir, FailedStep, Failure, KnownBug, Mismatch, Outcome, StepError,
+    Verdict,
 };
 
 /// The JSON Schema of scenario files, as kept in schema/scenario.schema.json
