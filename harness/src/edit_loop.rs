@@ -18,7 +18,7 @@ const LINE: &str = "pr_notice(\"enabling patch '%s'\\n\", patch->mod->name);";
 pub const SCENARIO: &str = "rules/r01-new-id/cumulative-adds-id";
 
 pub struct EditLoop {
-    /// Changed file to bzImage (incremental build and publication).
+    /// Changed file to kernel image (incremental build and publication).
     pub rebuild: Duration,
     /// And on to the scenario's verdict.
     pub verdict: Duration,
@@ -63,7 +63,7 @@ pub fn measure(project: &Project, cache: &Cache, spec: &KernelSpec) -> Result<Ed
         Outcome::NotApplicable(why) => format!("n/a: {why}"),
         Outcome::KnownBug(bug) => format!("known bug: {bug}"),
     };
-    crate::guest::snapshot::discard_for(cache, &built.bzimage)?;
+    crate::guest::snapshot::discard_for(cache, &built.image)?;
     drop(kernel::discard_variant(cache, &built)?);
     if verdict.artifacts.exists() {
         std::fs::remove_dir_all(&verdict.artifacts).ok();
@@ -115,7 +115,7 @@ pub fn render(spec: &KernelSpec, measured: &EditLoop) -> String {
          {:<48} {:>8.1} s  full build from scratch {:.1} s (x{:.2})\n\
          {:<48} {:>8.1} s  ({SCENARIO}: {})\n",
         spec.name,
-        "  edit -> bzImage (incremental)",
+        "  edit -> image (incremental)",
         measured.rebuild.as_secs_f64(),
         measured.full_build.as_secs_f64(),
         ratio(measured.rebuild),

@@ -16,6 +16,8 @@ pub enum Event {
     /// of Debian's runs instead.
     UsingPrivateQemu {
         why: String,
+        /// The QEMU package a private copy is made of.
+        package: String,
     },
     /// A private apt configuration refreshing its package lists.
     UpdatingAptLists {

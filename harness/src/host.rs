@@ -44,6 +44,16 @@ pub const KERNEL_BUILD_TOOLS: &[Tool] = &[
     Tool::fixed("/usr/include/libelf.h", "libelf-dev"),
 ];
 
+/// The C compiler that builds kernels and modules for `arch` here: gcc,
+/// or the architecture's cross compiler.
+pub fn compiler_for(arch: &crate::arch::Arch) -> Tool {
+    let (program, package) = arch.compiler();
+    Tool {
+        program: Cow::Owned(program),
+        package: Cow::Owned(package),
+    }
+}
+
 /// Debian's bash-static: the bash the kernel's selftest scripts run under
 /// in the guest (`bench --peer`).
 pub const BASH_STATIC: Tool = Tool::fixed("/bin/bash-static", "bash-static");
@@ -51,6 +61,39 @@ pub const BASH_STATIC: Tool = Tool::fixed("/bin/bash-static", "bash-static");
 /// Debian's busybox-static installs a static binary at this path.
 pub const BUSYBOX_STATIC: &str = "/bin/busybox";
 const BUSYBOX_PACKAGE: &str = "busybox-static";
+
+/// The static busybox the guest's /init runs: the host's own for its
+/// architecture, else Debian's busybox-static for the guest's
+/// architecture, downloaded and unpacked into the cache (nothing is
+/// installed).
+pub fn guest_busybox(cache: &crate::cache::Cache, arch: &crate::arch::Arch) -> Result<PathBuf> {
+    if arch.is_native() {
+        return Ok(PathBuf::from(BUSYBOX_STATIC));
+    }
+    let architecture = &arch.record.debian_arch;
+    let apt = private_apt::PrivateApt::foreign(cache, &["bookworm".to_string()], architecture)?;
+    apt.update_if_missing()?;
+    let key = crate::cache::ContentHash::new()
+        .add("recipe", "guest busybox v1")
+        .add("architecture", architecture)
+        .add("lists", apt.lists_identity())
+        .finish();
+    let dir = cache.entry("guest-tools", &key, |dir| {
+        let debs = dir.join("debs");
+        std::fs::create_dir_all(&debs)?;
+        apt.download(&[BUSYBOX_PACKAGE.to_string()], &debs)?;
+        private_apt::PrivateApt::extract_all(&debs, &dir.join("root"))?;
+        std::fs::remove_dir_all(&debs)?;
+        let busybox = dir.join("root/bin/busybox");
+        let elf = std::fs::read(&busybox)
+            .with_context(|| format!("{BUSYBOX_PACKAGE}:{architecture} has no /bin/busybox"))?;
+        if !is_static_elf(&elf) {
+            bail!("{BUSYBOX_PACKAGE}:{architecture}'s /bin/busybox is not a static 64-bit ELF");
+        }
+        Ok(())
+    })?;
+    Ok(dir.join("root/bin/busybox"))
+}
 
 /// Everything a scenario run needs on the host besides QEMU (see `qemu`).
 pub const SCENARIO_TOOLS: &[Tool] = &[MAKE, GCC, APT_GET, DPKG_DEB];

@@ -6,6 +6,7 @@
 //! `model` predicts what a scenario observes; `explore` searches for
 //! sequences where a kernel disagrees with it.
 
+pub mod arch;
 pub mod bench;
 pub mod bundle;
 pub mod cache;

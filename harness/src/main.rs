@@ -614,7 +614,7 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
             let cache = Cache::from_env()?;
             for spec in selected_kernels(project, &[name])? {
                 let kernel = kernel::prepare(&spec, &cache)?;
-                println!("{} {}", kernel.name, kernel.bzimage.display());
+                println!("{} {}", kernel.name, kernel.image.display());
             }
         }
         KernelCommand::Behaviours => print!("{}", report::behaviours::markdown(project)?),
@@ -631,7 +631,7 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
                 println!("release:     {}", kernel.release);
                 println!("config hash: {config}");
                 println!("cache:       {}", kernel.id);
-                println!("bzImage:     {}", kernel.bzimage.display());
+                println!("image:       {}", kernel.image.display());
                 println!("kbuild:      {}", kernel.kbuild.display());
                 println!("config:      {}", kernel.config.display());
                 println!("livepatch sysfs: {}", profile.attributes().join(", "));

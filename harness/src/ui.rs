@@ -25,8 +25,8 @@ impl Terminal {
             Event::InstallingPackages { packages } => {
                 self.line(&format!("installing host packages: {}", packages.join(" ")))
             }
-            Event::UsingPrivateQemu { why } => self.line(&format!(
-                "no host QEMU: {why}\nusing a private copy of Debian's qemu-system-x86 instead"
+            Event::UsingPrivateQemu { why, package } => self.line(&format!(
+                "no host QEMU: {why}\nusing a private copy of Debian's {package} instead"
             )),
             Event::UpdatingAptLists { dir } => self.line(&format!(
                 "updating the private apt lists in {}",

@@ -22,6 +22,8 @@ const LAYERS: &[&str] = &[
     "settings",
     // Paths, the cache, host tools, then the data flow itself.
     "project",
+    // The guest architectures' records (kernels/arch/).
+    "arch",
     "cache",
     "host",
     "kbuild",

@@ -207,10 +207,20 @@ fn selftest_trials(
         .into_iter()
         .map(|script| {
             let kvm = klp_harness::vm::known_kvm(&cache.root().join("probe"));
-            let not_applicable = known.as_ref().and_then(|(found, config)| {
-                found
-                    .not_applicable(&script, config)
-                    .or_else(|| found.needs_kvm(&script).filter(|_| !kvm))
+            // bash-static and the static insmod the scripts run with are
+            // the host's own.
+            let foreign = (!spec.arch.is_native()).then(|| {
+                format!(
+                    "the selftests run with the host's static programs, not {}'s",
+                    spec.arch.name
+                )
+            });
+            let not_applicable = foreign.or_else(|| {
+                known.as_ref().and_then(|(found, config)| {
+                    found
+                        .not_applicable(&script, config)
+                        .or_else(|| found.needs_kvm(&script).filter(|_| !kvm))
+                })
             });
             let name = format!(
                 "kselftest::{}::{}",

@@ -76,25 +76,25 @@ pub fn start(cache: &Cache, config: &VmConfig, limits: StartLimits) -> Result<Gu
         std::fs::write(dir.join(BOOT_CONSOLE), guest.vm.console.text())?;
         std::fs::write(
             dir.join(KERNEL),
-            config.bzimage.as_os_str().as_encoded_bytes(),
+            config.image.as_os_str().as_encoded_bytes(),
         )?;
         Ok(())
     })?;
     Ok(guest)
 }
 
-/// Names the bzImage a saved state booted, so that states of a kernel
+/// Names the kernel image a saved state booted, so that states of a kernel
 /// that is removed (a mutant's) can go with it.
 const KERNEL: &str = "kernel";
 
-/// Delete the saved states of the kernel at `bzimage`; how many.
-pub fn discard_for(cache: &Cache, bzimage: &Path) -> Result<usize> {
+/// Delete the saved states of the kernel at `image`; how many.
+pub fn discard_for(cache: &Cache, image: &Path) -> Result<usize> {
     let dir = cache.root().join("snapshots");
     let mut discarded = 0;
     for entry in std::fs::read_dir(&dir).into_iter().flatten() {
         let saved = entry?.path();
         let booted = std::fs::read(saved.join(KERNEL)).unwrap_or_default();
-        if booted == bzimage.as_os_str().as_encoded_bytes() {
+        if booted == image.as_os_str().as_encoded_bytes() {
             cache.discard(&saved)?;
             discarded += 1;
         }
@@ -128,11 +128,11 @@ fn restore(saved: &Path, config: &VmConfig, limits: StartLimits) -> Result<Guest
 fn key(config: &VmConfig) -> Result<String> {
     let mut hash = ContentHash::new();
     hash.add("format", "2")
-        .add_file("bzimage", &config.bzimage)?
+        .add_file("image", &config.image)?
         .add_file("initramfs", &config.initramfs)?
         .add("hardware", vm::hardware_args(config).join(" "))
         .add("accel state", config.accel.saved_state_key())
-        .add("append", vm::APPEND)
+        .add("append", vm::command_line(config))
         .add("qemu", qemu_version(&config.qemu)?);
     Ok(hash.finish())
 }

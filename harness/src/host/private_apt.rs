@@ -53,13 +53,34 @@ pub fn sources_list(suites: &[String]) -> String {
 pub struct PrivateApt {
     dir: PathBuf,
     locks: PathBuf,
+    /// A Debian architecture other than the host's, whose packages this
+    /// configuration lists instead.
+    architecture: Option<String>,
 }
 
 impl PrivateApt {
     pub fn new(cache: &Cache, suites: &[String]) -> Result<Self> {
+        Self::with_architecture(cache, suites, None)
+    }
+
+    /// Lists and packages of another Debian architecture (`arm64`).
+    pub fn foreign(cache: &Cache, suites: &[String], architecture: &str) -> Result<Self> {
+        Self::with_architecture(cache, suites, Some(architecture))
+    }
+
+    fn with_architecture(
+        cache: &Cache,
+        suites: &[String],
+        architecture: Option<&str>,
+    ) -> Result<Self> {
         let sources = sources_list(suites);
         let sources = sources.as_str();
-        let key = ContentHash::new().add("sources", sources).finish();
+        let mut key = ContentHash::new();
+        key.add("sources", sources);
+        if let Some(architecture) = architecture {
+            key.add("architecture", architecture);
+        }
+        let key = key.finish();
         let dir = cache.root().join("apt").join(key);
         fs::create_dir_all(dir.join("lists/partial"))?;
         fs::create_dir_all(dir.join("cache/archives/partial"))?;
@@ -67,6 +88,7 @@ impl PrivateApt {
         Ok(Self {
             dir,
             locks: cache.root().join("locks"),
+            architecture: architecture.map(String::from),
         })
     }
 
@@ -86,6 +108,13 @@ impl PrivateApt {
         ];
         for option in options {
             command.arg("-o").arg(option);
+        }
+        if let Some(architecture) = &self.architecture {
+            command
+                .arg("-o")
+                .arg(format!("APT::Architecture={architecture}"))
+                .arg("-o")
+                .arg(format!("APT::Architectures={architecture}"));
         }
         command
     }

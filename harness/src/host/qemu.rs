@@ -14,6 +14,7 @@
 
 use super::apt::{AptGet, Plan};
 use super::private_apt::PrivateApt;
+use crate::arch::QemuRecord;
 use crate::cache::{Cache, ContentHash};
 use crate::settings::QemuChoice;
 use anyhow::{bail, Context, Result};
@@ -22,20 +23,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-pub const PROGRAM: &str = "qemu-system-x86_64";
-pub const PACKAGE: &str = "qemu-system-x86";
-
 /// Debian suites the private copy comes from.
 const SUITES: &[&str] = &["bookworm", "bookworm-updates", "bookworm-security"];
-/// What the private copy needs besides the libraries: the binary, its
-/// TCG module (qemu-system-common), option ROMs (qemu-system-data) and
-/// the BIOS (seabios).
-const PRIVATE_PACKAGES: &[&str] = &[
-    "qemu-system-x86",
-    "qemu-system-common",
-    "qemu-system-data",
-    "seabios",
-];
+/// What every private copy needs besides the architecture's program
+/// and firmware (kernels/arch/): its TCG module (qemu-system-common) and
+/// option ROMs (qemu-system-data).
+const COMMON_PACKAGES: &[&str] = &["qemu-system-common", "qemu-system-data"];
 /// Bump when the way the private copy is made changes.
 const RECIPE: &str = "private qemu v1";
 const HOST_STATUS: &str = "/var/lib/dpkg/status";
@@ -45,6 +38,8 @@ pub struct Qemu {
     pub program: PathBuf,
     /// The unpacked packages, for a private copy.
     private_root: Option<PathBuf>,
+    /// Firmware packages whose files a private copy passes with `-L`.
+    firmware: Vec<String>,
 }
 
 impl Qemu {
@@ -69,9 +64,10 @@ impl Qemu {
                     root.join("usr/lib/x86_64-linux-gnu/qemu"),
                 )
                 .arg("-L")
-                .arg(root.join("usr/share/qemu"))
-                .arg("-L")
-                .arg(root.join("usr/share/seabios"));
+                .arg(root.join("usr/share/qemu"));
+            for package in &self.firmware {
+                command.arg("-L").arg(root.join("usr/share").join(package));
+            }
         }
         command
     }
@@ -89,17 +85,25 @@ impl Qemu {
     }
 }
 
-/// The QEMU to use with this cache, decided once per process.
-pub fn locate(cache: &Cache) -> Result<Qemu> {
-    static FOUND: Mutex<Vec<(PathBuf, Qemu)>> = Mutex::new(Vec::new());
+/// The QEMU for guests of this architecture with this cache, decided
+/// once per process.
+pub fn locate(cache: &Cache, arch: &QemuRecord) -> Result<Qemu> {
+    static FOUND: Mutex<Vec<(PathBuf, String, Qemu)>> = Mutex::new(Vec::new());
     let mut found = FOUND
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((_, qemu)) = found.iter().find(|(root, _)| root == cache.root()) {
+    if let Some((_, _, qemu)) = found
+        .iter()
+        .find(|(root, program, _)| root == cache.root() && *program == arch.program)
+    {
         return Ok(qemu.clone());
     }
-    let qemu = decide(cache)?;
-    found.push((cache.root().to_path_buf(), qemu.clone()));
+    let qemu = decide(cache, arch)?;
+    found.push((
+        cache.root().to_path_buf(),
+        arch.program.clone(),
+        qemu.clone(),
+    ));
     Ok(qemu)
 }
 
@@ -107,54 +111,59 @@ fn host(program: PathBuf) -> Qemu {
     Qemu {
         program,
         private_root: None,
+        firmware: Vec::new(),
     }
 }
 
-fn decide(cache: &Cache) -> Result<Qemu> {
+fn decide(cache: &Cache, arch: &QemuRecord) -> Result<Qemu> {
     let settings = crate::settings::get();
-    let installed = super::find_program(PROGRAM);
+    let (program, package) = (&arch.program, &arch.package);
+    let installed = super::find_program(program);
     match (settings.qemu, installed) {
-        (QemuChoice::Private, _) => private(cache),
+        (QemuChoice::Private, _) => private(cache, arch),
         (_, Some(program)) => Ok(host(program)),
         (QemuChoice::Host, None) => {
-            install_on_host(cache).context(
+            install_on_host(cache, package).context(
                 "KLP_HARNESS_QEMU=host: unset it, or set it to private, to run a private copy instead",
             )?;
-            super::find_program(PROGRAM)
+            super::find_program(program)
                 .map(host)
-                .with_context(|| format!("{PACKAGE} is installed, yet {PROGRAM} is not on PATH"))
+                .with_context(|| format!("{package} is installed, yet {program} is not on PATH"))
         }
         (QemuChoice::Auto, None) => {
-            let why = match install_on_host(cache) {
-                Ok(()) => match super::find_program(PROGRAM) {
+            let why = match install_on_host(cache, package) {
+                Ok(()) => match super::find_program(program) {
                     Some(program) => return Ok(host(program)),
-                    None => format!("{PROGRAM} is not on PATH after installing {PACKAGE}"),
+                    None => format!("{program} is not on PATH after installing {package}"),
                 },
                 Err(err) => format!("{err:#}"),
             };
-            crate::event::emit(crate::event::Event::UsingPrivateQemu { why });
-            private(cache)
+            crate::event::emit(crate::event::Event::UsingPrivateQemu {
+                why,
+                package: package.clone(),
+            });
+            private(cache, arch)
         }
     }
 }
 
-/// Install qemu-system-x86 on the host if the harness may (root, and apt
+/// Install QEMU's package on the host if the harness may (root, and apt
 /// removes and downgrades nothing).
-fn install_on_host(cache: &Cache) -> Result<()> {
+fn install_on_host(cache: &Cache, package: &str) -> Result<()> {
     if !super::is_root() || crate::settings::get().no_install {
         bail!(
-            "{PACKAGE} is not installed; install it with:\n    {}",
-            super::install_command(&[PACKAGE])
+            "{package} is not installed; install it with:\n    {}",
+            super::install_command(&[package])
         );
     }
     std::fs::create_dir_all(cache.root().join("locks"))?;
     let _lock = cache.lock("apt-install")?;
-    AptGet::default().install(&[PACKAGE])
+    AptGet::default().install(&[package])
 }
 
 /// The private copy: planned against the host's installed packages (so
 /// that only what the host lacks is fetched), downloaded and unpacked once.
-fn private(cache: &Cache) -> Result<Qemu> {
+fn private(cache: &Cache, arch: &QemuRecord) -> Result<Qemu> {
     let suites: Vec<String> = SUITES.iter().map(|s| s.to_string()).collect();
     let apt = PrivateApt::new(cache, &suites)?;
     apt.update_if_missing()?;
@@ -164,7 +173,7 @@ fn private(cache: &Cache) -> Result<Qemu> {
             // The lists were stale: a pinned version is no longer offered.
             apt.update()?;
         }
-        let packages = plan(cache, &apt)?;
+        let packages = plan(cache, &apt, &private_packages(arch))?;
         let key = ContentHash::new()
             .add("recipe", RECIPE)
             .add("packages", packages.join("\n"))
@@ -175,25 +184,36 @@ fn private(cache: &Cache) -> Result<Qemu> {
             apt.download(&packages, &debs)?;
             PrivateApt::extract_all(&debs, &dir.join("root"))?;
             std::fs::remove_dir_all(&debs)?;
-            let qemu = private_at(dir);
+            let qemu = private_at(dir, arch);
             let version = crate::host::run_checked(qemu.command().arg("--version"))
                 .context("the unpacked QEMU does not run")?;
             std::fs::write(dir.join("version"), version)?;
             Ok(())
         });
         match made {
-            Ok(dir) => return Ok(private_at(&dir)),
+            Ok(dir) => return Ok(private_at(&dir, arch)),
             Err(err) => last_error = Some(err),
         }
     }
-    Err(last_error.expect("two attempts")).context(format!("cannot make a private {PACKAGE}"))
+    Err(last_error.expect("two attempts"))
+        .context(format!("cannot make a private {}", arch.package))
 }
 
-fn private_at(dir: &Path) -> Qemu {
+/// The architecture's QEMU package and firmware, and what every copy needs.
+fn private_packages(arch: &QemuRecord) -> Vec<String> {
+    std::iter::once(arch.package.as_str())
+        .chain(COMMON_PACKAGES.iter().copied())
+        .chain(arch.firmware.iter().map(String::as_str))
+        .map(String::from)
+        .collect()
+}
+
+fn private_at(dir: &Path, arch: &QemuRecord) -> Qemu {
     let root = dir.join("root");
     Qemu {
-        program: root.join("usr/bin").join(PROGRAM),
+        program: root.join("usr/bin").join(&arch.program),
         private_root: Some(root),
+        firmware: arch.firmware.clone(),
     }
 }
 
@@ -202,19 +222,21 @@ fn private_at(dir: &Path) -> Qemu {
 /// packages, with the host's own QEMU packages left out (a newer
 /// qemu-utils Breaks the qemu-system-common this one needs, and nothing
 /// is installed anyway). Kept in the cache per host package state.
-fn plan(cache: &Cache, apt: &PrivateApt) -> Result<Vec<String>> {
+fn plan(cache: &Cache, apt: &PrivateApt, wanted: &[String]) -> Result<Vec<String>> {
     let status = std::fs::read_to_string(HOST_STATUS).unwrap_or_default();
+    let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
     let key = ContentHash::new()
         .add("recipe", RECIPE)
+        .add("wanted", wanted.join(" "))
         .add("status", &status)
         .add("lists", apt.lists_identity())
         .finish();
     let dir = cache.entry("qemu-plans", &key, |dir| {
         let filtered = dir.join("status");
         std::fs::write(&filtered, without_qemu(&status))?;
-        let simulation = apt.simulate_install(PRIVATE_PACKAGES, &filtered)?;
+        let simulation = apt.simulate_install(&wanted, &filtered)?;
         let mut packages = Plan::parse(&simulation).pinned;
-        for name in PRIVATE_PACKAGES {
+        for name in &wanted {
             if !packages.iter().any(|p| p.split('=').next() == Some(name)) {
                 let version = apt
                     .version_of(name)?
@@ -266,7 +288,12 @@ mod tests {
 
     #[test]
     fn a_private_copy_runs_with_its_libraries_modules_and_firmware() {
-        let qemu = private_at(Path::new("/c/qemu/k"));
+        let x86 = crate::arch::Arch::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels"),
+            crate::arch::DEFAULT,
+        )
+        .unwrap();
+        let qemu = private_at(Path::new("/c/qemu/k"), &x86.record.qemu);
         let command = qemu.command();
         let args: Vec<_> = command.get_args().collect();
         assert_eq!(

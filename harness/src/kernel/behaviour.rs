@@ -36,6 +36,10 @@ pub struct Behaviour {
     pub detect: Option<Detect>,
     /// What the reference model does with it.
     pub modelled: Modelled,
+    /// The architectures (kbuild's ARCH) whose kernels show the "before"
+    /// side; a kernel of any other acts as "after" whatever its version.
+    /// None: every architecture.
+    pub shows_on: Option<&'static [&'static str]>,
 }
 
 /// How far the reference model follows a behaviour.
@@ -76,6 +80,9 @@ pub struct Detect {
     pub with: &'static str,
 }
 
+/// kbuild's ARCH of the architectures where only x86 shows a change.
+const X86_ONLY: &[&str] = &["x86"];
+
 /// Every behaviour the harness knows, oldest first. Read from the
 /// kernel/livepatch, include/linux, kernel/sched and arch/x86 sources of
 /// 5.10.262, 6.1.192, 6.12.117 and 7.2.13; the commits and releases from
@@ -92,6 +99,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         sysfs: Some("enabled"),
         detect: None,
         modelled: Modelled::Yes,
+        shows_on: None,
     },
     Behaviour {
         id: "sysfs-transition",
@@ -104,6 +112,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         sysfs: Some("transition"),
         detect: None,
         modelled: Modelled::Yes,
+        shows_on: None,
     },
     Behaviour {
         id: "sysfs-force",
@@ -116,6 +125,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         sysfs: Some("force"),
         detect: None,
         modelled: Modelled::Yes,
+        shows_on: None,
     },
     Behaviour {
         id: "idle-cpu-kicked",
@@ -132,6 +142,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "wake_up_if_idle(cpu);",
         }),
         modelled: Modelled::No,
+        shows_on: None,
     },
     Behaviour {
         id: "null-funcs-checked-first",
@@ -148,6 +159,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "if (!patch || !patch->mod || !patch->objs) return -EINVAL;",
         }),
         modelled: Modelled::No,
+        shows_on: None,
     },
     Behaviour {
         id: "force-pins-only-the-transition-patch",
@@ -165,6 +177,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "klp_transition_patch->forced = true;",
         }),
         modelled: Modelled::Yes,
+        shows_on: None,
     },
     Behaviour {
         id: "sysfs-patched",
@@ -180,6 +193,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "patched_show(",
         }),
         modelled: Modelled::Yes,
+        shows_on: None,
     },
     Behaviour {
         id: "long-function-names",
@@ -196,6 +210,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "#define KSYM_NAME_LEN 512",
         }),
         modelled: Modelled::Yes,
+        shows_on: None,
     },
     Behaviour {
         id: "klp-relocs-cleared-on-module-unload",
@@ -212,6 +227,11 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "klp_clear_object_relocs(",
         }),
         modelled: Modelled::Yes,
+        // Only x86's apply_relocate_add() refuses a target that is
+        // already written ("existing value is nonzero", arch/x86/kernel/
+        // module.c); arm64's overwrites it, and powerpc's restore_r2()
+        // accepts its own earlier write (arch/powerpc/kernel/module_64.c).
+        shows_on: Some(X86_ONLY),
     },
     Behaviour {
         id: "cond-resched-switches-task",
@@ -232,6 +252,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "klp_sched_try_switch();",
         }),
         modelled: Modelled::Yes,
+        shows_on: None,
     },
     Behaviour {
         id: "sysfs-replace",
@@ -247,6 +268,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "static ssize_t replace_show(",
         }),
         modelled: Modelled::Yes,
+        shows_on: None,
     },
     Behaviour {
         id: "sysfs-stack-order",
@@ -262,6 +284,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "static ssize_t stack_order_show(",
         }),
         modelled: Modelled::Yes,
+        shows_on: None,
     },
     Behaviour {
         id: "klp-relocs-cleared-after-failed-coming",
@@ -278,6 +301,11 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         sysfs: None,
         detect: None,
         modelled: Modelled::Yes,
+        // Only x86's apply_relocate_add() refuses a target that is
+        // already written ("existing value is nonzero", arch/x86/kernel/
+        // module.c); arm64's overwrites it, and powerpc's restore_r2()
+        // accepts its own earlier write (arch/powerpc/kernel/module_64.c).
+        shows_on: Some(X86_ONLY),
     },
     Behaviour {
         id: "reversed-disable-checks-real-function",
@@ -295,6 +323,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         sysfs: None,
         detect: None,
         modelled: Modelled::Refuses,
+        shows_on: None,
     },
     Behaviour {
         id: "freezable-sleep-switches-task",
@@ -311,6 +340,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "TASK_FREEZABLE",
         }),
         modelled: Modelled::No,
+        shows_on: None,
     },
 ];
 
@@ -359,6 +389,8 @@ pub enum Basis {
     Source(&'static str),
     /// The kernel's version against the release that has the change.
     Version,
+    /// The kernel's architecture, where the change makes no difference.
+    Architecture(String),
 }
 
 impl std::fmt::Display for Basis {
@@ -366,6 +398,9 @@ impl std::fmt::Display for Basis {
         match self {
             Basis::Source(file) => write!(f, "decided from the source ({file})"),
             Basis::Version => write!(f, "decided from the version"),
+            Basis::Architecture(arch) => {
+                write!(f, "decided by the architecture: {arch} never shows the bug")
+            }
         }
     }
 }
@@ -402,6 +437,23 @@ impl Profile {
             version: version.to_vec(),
             decided,
         }
+    }
+
+    /// The same kernel on an architecture (kbuild's ARCH): rows whose
+    /// "before" side only other architectures show count as present.
+    pub fn on_arch(mut self, kernel_arch: &str) -> Self {
+        for behaviour in BEHAVIOURS {
+            let shown_here = behaviour
+                .shows_on
+                .is_none_or(|arches| arches.contains(&kernel_arch));
+            if !shown_here {
+                self.decided.insert(
+                    behaviour.id,
+                    (true, Basis::Architecture(kernel_arch.to_string())),
+                );
+            }
+        }
+        self
     }
 
     /// Whether the kernel has the behaviour. Unknown ids are a bug of the
@@ -498,6 +550,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_change_only_x86_shows_is_present_on_other_architectures() {
+        let id = "klp-relocs-cleared-after-failed-coming";
+        let profile = Profile::from_version(&[7, 2]);
+        assert!(!profile.clone().on_arch("x86").has(id));
+        let arm64 = profile.on_arch("arm64");
+        assert!(arm64.has(id));
+        assert_eq!(arm64.basis(id), Some(&Basis::Architecture("arm64".into())));
+        // Changes every architecture shows stay decided by version.
+        assert!(!arm64.has("reversed-disable-checks-real-function"));
     }
 
     #[test]

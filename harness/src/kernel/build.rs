@@ -1,8 +1,9 @@
 //! The recipe of a kernel built from source: tinyconfig plus the config
-//! fragments, checked after olddefconfig, then bzImage and modules in a
+//! fragments, checked after olddefconfig, then the image and modules in a
 //! build directory of their own (the source tree stays clean).
 //! `incremental` runs it in a definition's work directory.
 
+use crate::arch::Arch;
 use crate::cache::ContentHash;
 use crate::event::{self, Event};
 use anyhow::{bail, Context, Result};
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Bump when the build recipe changes, so old builds are not reused.
-const RECIPE: &str = "tinyconfig+fragments+olddefconfig; bzImage modules; v1";
+const RECIPE: &str = "tinyconfig+fragments+olddefconfig; image modules; v2";
 
 /// A finished build directory (`make O=` output).
 pub struct Built {
@@ -72,11 +73,17 @@ impl Built {
 pub(super) const MARKER: &str = ".klp-harness-complete";
 
 /// The cache key of a build: recipe, sources, compiler and fragments.
-pub(super) fn key(name: &str, source_identity: &str, fragments: &[PathBuf]) -> Result<String> {
+pub(super) fn key(
+    name: &str,
+    source_identity: &str,
+    fragments: &[PathBuf],
+    arch: &Arch,
+) -> Result<String> {
     let mut hash = ContentHash::new();
     hash.add("recipe", RECIPE)
         .add("source", source_identity)
-        .add("compiler", compiler_version()?);
+        .add("arch", arch.identity())
+        .add("compiler", compiler_version(arch)?);
     for fragment in fragments {
         hash.add_file(
             &fragment.file_name().unwrap_or_default().to_string_lossy(),
@@ -92,9 +99,18 @@ pub(super) fn configure(
     tree: &Path,
     dir: &Path,
     fragments: &[PathBuf],
+    arch: &Arch,
     log: &mut Log,
 ) -> Result<()> {
-    log.make(tree, dir, &["tinyconfig"], None)?;
+    let arch_args = arch.make_args();
+    let with_arch = |target: &'static str| -> Vec<&str> {
+        arch_args
+            .iter()
+            .map(String::as_str)
+            .chain([target])
+            .collect()
+    };
+    log.make(tree, dir, &with_arch("tinyconfig"), None)?;
     let merge = crate::host::stop_with_harness(&mut Command::new(
         tree.join("scripts/kconfig/merge_config.sh"),
     ))
@@ -104,6 +120,7 @@ pub(super) fn configure(
     .arg(dir.join(".config"))
     .args(fragments)
     .current_dir(dir)
+    .env("ARCH", &arch.record.kernel_arch)
     .output()
     .context("cannot run merge_config.sh")?;
     log.file.write_all(&merge.stdout)?;
@@ -111,7 +128,7 @@ pub(super) fn configure(
     if !merge.status.success() {
         bail!("merge_config.sh failed; see {}", log.path.display());
     }
-    log.make(tree, dir, &["olddefconfig"], None)?;
+    log.make(tree, dir, &with_arch("olddefconfig"), None)?;
     let config = fs::read_to_string(dir.join(".config"))?;
     let mut lost = Vec::new();
     for fragment in fragments {
@@ -129,16 +146,28 @@ pub(super) fn configure(
     Ok(())
 }
 
-/// `make bzImage modules`, reporting make's lines as events.
-pub(super) fn compile(name: &str, tree: &Path, dir: &Path, log: &mut Log) -> Result<()> {
+/// `make <image> modules`, reporting make's lines as events.
+pub(super) fn compile(
+    name: &str,
+    tree: &Path,
+    dir: &Path,
+    arch: &Arch,
+    log: &mut Log,
+) -> Result<()> {
     let jobs = format!(
         "-j{}",
         std::thread::available_parallelism().map_or(2, |n| n.get())
     );
+    let arch_args = arch.make_args();
+    let args: Vec<&str> = arch_args
+        .iter()
+        .map(String::as_str)
+        .chain([jobs.as_str(), &arch.record.image.target, "modules"])
+        .collect();
     event::emit(Event::KernelBuildStarted {
         kernel: name.to_string(),
     });
-    let result = log.make(tree, dir, &[&jobs, "bzImage", "modules"], Some(name));
+    let result = log.make(tree, dir, &args, Some(name));
     event::emit(Event::KernelBuildFinished {
         kernel: name.to_string(),
     });
@@ -255,11 +284,13 @@ fn make(
     Ok(())
 }
 
-pub(super) fn compiler_version() -> Result<String> {
-    let output = Command::new("gcc")
+/// The first line of `--version` of the compiler that builds for `arch`.
+pub(super) fn compiler_version(arch: &Arch) -> Result<String> {
+    let (compiler, package) = arch.compiler();
+    let output = Command::new(&compiler)
         .arg("--version")
         .output()
-        .context("cannot run gcc (package gcc)")?;
+        .with_context(|| format!("cannot run {compiler} (package {package})"))?;
     Ok(String::from_utf8_lossy(&output.stdout)
         .lines()
         .next()
@@ -268,13 +299,14 @@ pub(super) fn compiler_version() -> Result<String> {
 }
 
 /// `make kernelrelease` / `make kernelversion` of a finished build.
-pub(super) fn query(tree: &Path, dir: &Path, target: &str) -> Result<String> {
+pub(super) fn query(tree: &Path, dir: &Path, target: &str, arch: &Arch) -> Result<String> {
     let text = crate::host::run_checked(
         Command::new("make")
             .arg("-s")
             .arg("-C")
             .arg(tree)
             .arg(format!("O={}", dir.display()))
+            .args(arch.make_args())
             .arg(target)
             .env_remove("MAKEFLAGS"),
     )?;

@@ -86,6 +86,13 @@ pub(super) fn prepare(
     lock: &Path,
     cache: &Cache,
 ) -> Result<Kernel> {
+    if !spec.arch.is_native() {
+        anyhow::bail!(
+            "debian_prebuilt kernels are fetched for this host's architecture ({}), not {}",
+            std::env::consts::ARCH,
+            spec.arch.name
+        );
+    }
     let apt = PrivateApt::new(cache, &prebuilt.suites)?;
     let resolved = resolve(prebuilt, lock, &apt, cache)?;
     let key = format!("{}-{}", spec.name, spec_hash(spec, lock)?);
@@ -96,7 +103,8 @@ pub(super) fn prepare(
         name: spec.name.clone(),
         module_abi: key.clone(),
         id: key,
-        bzimage: root.join(format!("boot/vmlinuz-{release}")),
+        arch: spec.arch.clone(),
+        image: root.join(format!("boot/vmlinuz-{release}")),
         config: root.join(format!("boot/config-{release}")),
         kbuild: root.join(format!("usr/src/linux-headers-{release}")),
         version: upstream_version(&resolved.packages[0]),

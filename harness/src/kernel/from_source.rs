@@ -44,6 +44,9 @@ fn inputs(spec: &KernelSpec, options: &BuildOptions) -> Result<Inputs> {
             bail!("config fragment {} does not exist", fragment.display());
         }
     }
+    // The architecture's own fragment goes last: its console and unwinder.
+    let mut fragments = fragments;
+    fragments.push(spec.arch.fragment.clone());
     Ok(Inputs { series, fragments })
 }
 
@@ -73,7 +76,9 @@ pub fn prepare(spec: &KernelSpec, cache: &Cache, mode: Mode) -> Result<Option<Ke
             None => return Ok(None),
         }
     } else {
-        crate::host::ensure(crate::host::KERNEL_BUILD_TOOLS, &cache.root().join("locks"))?;
+        let mut tools = crate::host::KERNEL_BUILD_TOOLS.to_vec();
+        tools.push(crate::host::compiler_for(&spec.arch));
+        crate::host::ensure(&tools, &cache.root().join("locks"))?;
         source::prepare(
             &definition,
             origin,
@@ -88,6 +93,7 @@ pub fn prepare(spec: &KernelSpec, cache: &Cache, mode: Mode) -> Result<Option<Ke
         sources: &sources,
         overlay: &spec.overlay,
         fragments: &inputs.fragments,
+        arch: &spec.arch,
     };
     let built = match mode {
         Mode::Build => incremental::build(cache, &request)?,
@@ -103,7 +109,8 @@ pub fn prepare(spec: &KernelSpec, cache: &Cache, mode: Mode) -> Result<Option<Ke
         module_abi: built.module_abi.clone(),
         release: built.release.clone(),
         version: built.version.clone(),
-        bzimage: built.dir.join("arch/x86/boot/bzImage"),
+        arch: spec.arch.clone(),
+        image: built.dir.join(&spec.arch.record.image.path),
         config: built.dir.join(".config"),
         kbuild: built.dir.clone(),
         boot_modules: Vec::new(),
@@ -130,6 +137,7 @@ pub fn built_objects(spec: &KernelSpec, cache: &Cache, objects: &[&str]) -> Resu
         sources: &sources,
         overlay: &spec.overlay,
         fragments: &inputs.fragments,
+        arch: &spec.arch,
     };
     incremental::built_objects(cache, &request, objects)
         .with_context(|| format!("kernel {}", spec.name))

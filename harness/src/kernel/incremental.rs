@@ -4,7 +4,7 @@
 //! rebuild what changed. The result is never the work directory itself:
 //! a finished build is published under the key of its inputs (recipe,
 //! sources, replaced files, compiler, fragments) like any cache entry,
-//! atomically, with what booting and building modules need (bzImage,
+//! atomically, with what booting and building modules need (the image,
 //! .config, Module.symvers, generated headers, host programs), not the
 //! object files. A build that fails or is interrupted publishes nothing,
 //! and every build published before stays as it was.
@@ -13,6 +13,7 @@ use super::build::{self, Built, Log, MARKER};
 use super::overlay::Overlay;
 use super::source::Sources;
 use super::worktree::{self, link_tree, Good, Target, WorkDir};
+use crate::arch::Arch;
 use crate::cache::{Cache, ContentHash};
 use anyhow::{Context, Result};
 use std::fs;
@@ -27,6 +28,7 @@ pub struct Request<'a> {
     /// Files replacing the sources' (empty for the definition as it is).
     pub overlay: &'a Overlay,
     pub fragments: &'a [PathBuf],
+    pub arch: &'a Arch,
 }
 
 impl Request<'_> {
@@ -36,7 +38,7 @@ impl Request<'_> {
         } else {
             format!("{} overlay:{}", self.sources.identity, self.overlay.hash())
         };
-        build::key(self.definition, &identity, self.fragments)
+        build::key(self.definition, &identity, self.fragments, self.arch)
     }
 
     fn target(&self) -> Target<'_> {
@@ -63,7 +65,11 @@ pub fn build(cache: &Cache, request: &Request) -> Result<Built> {
         crate::cache::touch(&dir);
         return Built::read(dir, key);
     }
-    let mut work = WorkDir::open(cache, request.definition, &build::compiler_version()?)?;
+    let mut work = WorkDir::open(
+        cache,
+        request.definition,
+        &build::compiler_version(request.arch)?,
+    )?;
     if dir.join(MARKER).exists() {
         crate::cache::touch(&dir);
         return Built::read(dir, key);
@@ -93,7 +99,11 @@ pub fn cached(cache: &Cache, request: &Request) -> Result<Option<Built>> {
 /// it there even if the cache has it already), so that builds of small
 /// changes to it start from there.
 pub fn seed(cache: &Cache, request: &Request) -> Result<Built> {
-    let mut work = WorkDir::open(cache, request.definition, &build::compiler_version()?)?;
+    let mut work = WorkDir::open(
+        cache,
+        request.definition,
+        &build::compiler_version(request.arch)?,
+    )?;
     seed_locked(cache, request, &mut work)
 }
 
@@ -131,7 +141,11 @@ fn seed_locked(cache: &Cache, request: &Request, work: &mut WorkDir) -> Result<B
 /// to other code. The work directory is brought back to that build first
 /// if another one (another process's) took its place.
 pub fn built_objects(cache: &Cache, request: &Request, objects: &[&str]) -> Result<Vec<String>> {
-    let mut work = WorkDir::open(cache, request.definition, &build::compiler_version()?)?;
+    let mut work = WorkDir::open(
+        cache,
+        request.definition,
+        &build::compiler_version(request.arch)?,
+    )?;
     seed_locked(cache, request, &mut work)?;
     objects
         .iter()
@@ -143,7 +157,7 @@ pub fn built_objects(cache: &Cache, request: &Request, objects: &[&str]) -> Resu
         .collect()
 }
 
-/// Sync, configure if needed, `make bzImage modules`. The directory is
+/// Sync, configure if needed, `make <image> modules`. The directory is
 /// busy until `finish`; a failure leaves it consistent (make removes what
 /// it could not finish) and marked clean.
 fn make(work: &mut WorkDir, request: &Request) -> Result<()> {
@@ -151,7 +165,13 @@ fn make(work: &mut WorkDir, request: &Request) -> Result<()> {
     let result = (|| {
         configure_if_needed(work, request, &changed)?;
         let mut log = Log::create(work.build().join("build.log"))?;
-        build::compile(request.definition, &work.src(), &work.build(), &mut log)
+        build::compile(
+            request.definition,
+            &work.src(),
+            &work.build(),
+            request.arch,
+            &mut log,
+        )
     })();
     if result.is_err() {
         work.finish(None)?;
@@ -173,7 +193,13 @@ fn configure_if_needed(work: &mut WorkDir, request: &Request, changed: &[PathBuf
         .collect();
     if work.needs_config(&inputs, &since_good) {
         let mut log = Log::create(work.build().join("config.log"))?;
-        build::configure(&work.src(), &work.build(), request.fragments, &mut log)?;
+        build::configure(
+            &work.src(),
+            &work.build(),
+            request.fragments,
+            request.arch,
+            &mut log,
+        )?;
         work.configured(&inputs)?;
     }
     Ok(())
@@ -221,8 +247,8 @@ fn publish(
     key: &str,
     abi: &str,
 ) -> Result<Built> {
-    let release = build::query(&work.src(), &work.build(), "kernelrelease")?;
-    let version = build::query(&work.src(), &work.build(), "kernelversion")?;
+    let release = build::query(&work.src(), &work.build(), "kernelrelease", request.arch)?;
+    let version = build::query(&work.src(), &work.build(), "kernelversion", request.arch)?;
     let final_dir = cache.root().join("builds").join(key);
     // A directory without the marker is what an earlier, in-place build
     // left when it was interrupted.
@@ -232,7 +258,7 @@ fn publish(
             .with_context(|| format!("cannot clear {}", final_dir.display()))?;
     }
     cache.entry("builds", key, |staging| {
-        copy_outputs(&work.build(), staging)?;
+        copy_outputs(&work.build(), staging, &request.arch.record.image.path)?;
         // Replaced files need a tree of their own; links cost no data.
         let (source, own) = if request.overlay.is_empty() {
             (request.sources.tree.clone(), false)
@@ -242,8 +268,12 @@ fn publish(
         };
         fs::write(
             staging.join("Makefile"),
+            // As the kernel's own mkmakefile writes it: from 7.x the top
+            // Makefile takes the output directory from KBUILD_OUTPUT only.
             format!(
-                "# The tree this build was made from (published by klp-harness)\ninclude {}/Makefile\n",
+                "# The tree this build was made from (published by klp-harness)\n\
+                 export KBUILD_OUTPUT = {}\ninclude {}/Makefile\n",
+                final_dir.display(),
                 source.display()
             ),
         )?;
@@ -264,8 +294,12 @@ const SOURCE: &str = "source";
 
 /// Whether a build output is needed after the build: object files,
 /// archives and the intermediate links of vmlinux are not (modules are
-/// built against headers, Module.symvers and the host programs).
-fn is_output_kept(relative: &Path) -> bool {
+/// built against headers, Module.symvers and the host programs). The
+/// bootable `image` is, even where it is vmlinux itself.
+fn is_output_kept(relative: &Path, image: &str) -> bool {
+    if relative == Path::new(image) {
+        return true;
+    }
     let name = relative
         .file_name()
         .map(|n| n.to_string_lossy())
@@ -284,14 +318,14 @@ fn is_output_kept(relative: &Path) -> bool {
     !(object || intermediate)
 }
 
-fn copy_outputs(build: &Path, to: &Path) -> Result<()> {
+fn copy_outputs(build: &Path, to: &Path, image: &str) -> Result<()> {
     for entry in WalkDir::new(build).min_depth(1) {
         let entry = entry?;
         let relative = entry.path().strip_prefix(build)?;
         let there = to.join(relative);
         if entry.file_type().is_dir() {
             fs::create_dir_all(&there)?;
-        } else if is_output_kept(relative) {
+        } else if is_output_kept(relative, image) {
             if entry.file_type().is_symlink() {
                 std::os::unix::fs::symlink(fs::read_link(entry.path())?, &there)?;
             } else {
@@ -320,7 +354,10 @@ mod tests {
             "Makefile",
             "source",
         ] {
-            assert!(!is_output_kept(Path::new(dropped)), "{dropped} is kept");
+            assert!(
+                !is_output_kept(Path::new(dropped), BZIMAGE),
+                "{dropped} is kept"
+            );
         }
         for kept in [
             "arch/x86/boot/bzImage",
@@ -334,7 +371,13 @@ mod tests {
             "tools/objtool/objtool",
             "scripts/Makefile",
         ] {
-            assert!(is_output_kept(Path::new(kept)), "{kept} is dropped");
+            assert!(
+                is_output_kept(Path::new(kept), BZIMAGE),
+                "{kept} is dropped"
+            );
         }
+        assert!(is_output_kept(Path::new("vmlinux"), "vmlinux"));
     }
+
+    const BZIMAGE: &str = "arch/x86/boot/bzImage";
 }

@@ -1,4 +1,4 @@
-//! kernel spec ──> kernel artifact (bzImage + kbuild dir).
+//! kernel spec ──> kernel artifact (bootable image + kbuild dir).
 
 pub mod behaviour;
 mod build;
@@ -14,6 +14,7 @@ mod worktree;
 
 pub use overlay::Overlay;
 
+use crate::arch::{self, Arch};
 use crate::cache::{Cache, ContentHash};
 use crate::project::Project;
 use anyhow::{bail, Context, Result};
@@ -33,6 +34,8 @@ struct KernelFile {
     tarball: Option<source::Tarball>,
     /// Sources from a local tree or git checkout.
     tree: Option<source::Tree>,
+    /// A record in kernels/arch/; x86_64 unless named.
+    arch: Option<String>,
     #[serde(default)]
     build: BuildOptions,
 }
@@ -61,6 +64,7 @@ pub struct KernelSpec {
     pub name: String,
     pub file: PathBuf,
     pub source: KernelSource,
+    pub arch: Arch,
     /// Files that replace the definition's sources (a mutant, an edit).
     pub overlay: Overlay,
 }
@@ -79,7 +83,9 @@ pub struct Kernel {
     pub release: String,
     /// Upstream version, e.g. `6.12.117`.
     pub version: String,
-    pub bzimage: PathBuf,
+    pub arch: Arch,
+    /// What QEMU boots (`-kernel`): the architecture's image.
+    pub image: PathBuf,
     /// Directory to pass as `make -C`.
     pub kbuild: PathBuf,
     pub config: PathBuf,
@@ -94,7 +100,8 @@ impl Kernel {
     /// where it has one, else from its version.
     pub fn profile(&self) -> Result<behaviour::Profile> {
         let version = version::leading_version(&self.version)?;
-        Ok(behaviour::Profile::new(&version, self.source.as_deref()))
+        Ok(behaviour::Profile::new(&version, self.source.as_deref())
+            .on_arch(&self.arch.record.kernel_arch))
     }
 }
 
@@ -106,6 +113,9 @@ impl KernelSpec {
             .with_context(|| format!("bad kernel file name {}", file.display()))?
             .to_string();
         let raw: KernelFile = crate::yaml::parse_file(file)?;
+        let kernels_dir = file.parent().unwrap_or(Path::new("."));
+        let arch = Arch::load(kernels_dir, raw.arch.as_deref().unwrap_or(arch::DEFAULT))
+            .with_context(|| format!("{}: `arch`", file.display()))?;
         let build = raw.build;
         let from_source = |origin| KernelSource::FromSource {
             origin,
@@ -152,6 +162,7 @@ impl KernelSpec {
             name,
             file: file.to_path_buf(),
             source,
+            arch,
             overlay: Overlay::default(),
         })
     }
@@ -229,7 +240,7 @@ impl KernelSpec {
     /// tests, before anything is fetched or built).
     pub fn profile_hint(&self) -> Option<behaviour::Profile> {
         let version = version::parse_version(&self.version_hint()?).ok()?;
-        Some(behaviour::Profile::from_version(&version))
+        Some(behaviour::Profile::from_version(&version).on_arch(&self.arch.record.kernel_arch))
     }
 
     /// Prebuilt kernels have headers but no source tree.
@@ -336,13 +347,12 @@ pub fn discard_variant(cache: &Cache, kernel: &Kernel) -> Result<Discarded> {
     Ok(Discarded(trash))
 }
 
-/// Options without which no scenario can run.
+/// Options without which no scenario can run, on any architecture; each
+/// record adds its own (`required_config`).
 const REQUIRED_CONFIG: &[&str] = &[
     "CONFIG_LIVEPATCH=y",
     "CONFIG_MODULES=y",
     "CONFIG_MODULE_UNLOAD=y",
-    "CONFIG_UNWINDER_ORC=y",
-    "CONFIG_SERIAL_8250_CONSOLE=y",
     "CONFIG_BLK_DEV_INITRD=y",
     "CONFIG_DEVTMPFS=y",
 ];
@@ -353,6 +363,14 @@ fn check_config(kernel: &Kernel) -> Result<()> {
     let missing: Vec<&str> = REQUIRED_CONFIG
         .iter()
         .copied()
+        .chain(
+            kernel
+                .arch
+                .record
+                .required_config
+                .iter()
+                .map(String::as_str),
+        )
         .filter(|option| !config.lines().any(|line| line == *option))
         .collect();
     if !missing.is_empty() {
@@ -425,9 +443,28 @@ mod tests {
 
     fn spec_from(text: &str) -> Result<KernelSpec> {
         let tmp = tempfile::tempdir()?;
+        let arch = tmp.path().join("arch");
+        std::fs::create_dir(&arch)?;
+        let records = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/arch");
+        for entry in std::fs::read_dir(records)? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), arch.join(entry.file_name()))?;
+        }
         let file = tmp.path().join("k.yaml");
         std::fs::write(&file, text)?;
         KernelSpec::load(&file)
+    }
+
+    #[test]
+    fn an_unknown_arch_is_named_with_the_file() {
+        let err = format!(
+            "{:#}",
+            spec_from("tree: {path: /src}\narch: vax\n").unwrap_err()
+        );
+        assert!(err.contains("k.yaml: `arch`"), "{err}");
+        assert!(err.contains("no architecture named \"vax\""), "{err}");
+        let spec = spec_from("tree: {path: /src}\n").unwrap();
+        assert_eq!(spec.arch.name, crate::arch::DEFAULT);
     }
 
     #[test]

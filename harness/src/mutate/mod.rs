@@ -460,7 +460,7 @@ fn clean_up(trial: &Trial, spec: &KernelSpec, built: &kernel::Kernel) -> Result<
             std::fs::remove_dir_all(entry.path()).ok();
         }
     }
-    crate::guest::snapshot::discard_for(trial.cache, &built.bzimage)?;
+    crate::guest::snapshot::discard_for(trial.cache, &built.image)?;
     let discarded = kernel::discard_variant(trial.cache, built)?;
     // Deleting the tree's links takes seconds; the next mutant need not wait.
     trial

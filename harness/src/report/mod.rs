@@ -112,7 +112,7 @@ struct JsonKnownBug<'a> {
     title: Option<&'static str>,
     /// The first release with the fix, or "no release yet".
     fixed_in: &'static str,
-    /// "source" or "version": how the fix was found absent.
+    /// "source", "version" or "architecture": how the fix was decided.
     decided_from: &'static str,
     /// The file of the source tree that decided it.
     source_file: Option<&'static str>,
@@ -125,6 +125,7 @@ impl<'a> JsonKnownBug<'a> {
         let (decided_from, source_file) = match &bug.basis {
             Basis::Source(file) => ("source", Some(*file)),
             Basis::Version => ("version", None),
+            Basis::Architecture(_) => ("architecture", None),
         };
         JsonKnownBug {
             fix: bug.fix.id,

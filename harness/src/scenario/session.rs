@@ -170,7 +170,7 @@ fn boot(
     interactive: bool,
 ) -> Result<Option<(Guest, Profile)>> {
     host::ensure(host::SCENARIO_TOOLS, &cache.root().join("locks"))?;
-    let qemu = host::qemu::locate(cache)?;
+    let qemu = host::qemu::locate(cache, &spec.arch.record.qemu)?;
     let kernel = kernel::prepare(spec, cache)?;
     verdict.kernel_version = Some(kernel.version.clone());
     let profile = kernel.profile()?;
@@ -185,7 +185,7 @@ fn boot(
     // on a kernel boots the same image and can start from its saved state.
     let initramfs = image::build(
         cache,
-        std::path::Path::new(host::BUSYBOX_STATIC),
+        &host::guest_busybox(cache, &kernel.arch)?,
         crate::guest::INIT_SCRIPT,
         &boot_modules,
     )?;
@@ -206,11 +206,17 @@ fn boot(
         artifacts::rerun_script(project, scenario, &spec.name),
     )?;
     let timeouts = Timeouts::from_env();
-    let accel = vm::choose_accel(&qemu, &kernel.bzimage, &cache.root().join("probe"));
+    let accel = vm::choose_accel(
+        &qemu,
+        &kernel.image,
+        &kernel.arch,
+        &cache.root().join("probe"),
+    );
     verdict.accel = Some(accel.name());
     let config = VmConfig {
         qemu,
-        bzimage: kernel.bzimage.clone(),
+        arch: kernel.arch.clone(),
+        image: kernel.image.clone(),
         initramfs,
         log_dir: verdict.artifacts.clone(),
         memory_mb: 512,

@@ -3,6 +3,7 @@
 //! probed by booting the kernel under it; the probe's log says why it
 //! was or was not taken.
 
+use crate::arch::Arch;
 use crate::host::qemu::Qemu;
 use crate::settings::AccelChoice;
 use std::io::Read;
@@ -21,8 +22,8 @@ pub struct Profile {
     pub name: &'static str,
     /// QEMU's `-accel` value.
     accel: &'static str,
-    /// QEMU's `-cpu` value.
-    pub cpu: &'static str,
+    /// QEMU's `-cpu` value; None: the architecture record's `tcg_cpu`.
+    pub cpu: Option<&'static str>,
     /// Where a saved guest state can be started again: a state holds the
     /// CPU model the guest booted with.
     pub saved_state: &'static str,
@@ -39,7 +40,7 @@ pub const PROFILES: [Profile; 2] = [
         accel: "kvm",
         // The host's CPU, passed through: full speed, and the guest sees
         // the real CPU's features.
-        cpu: "host",
+        cpu: Some("host"),
         saved_state: "only on the same host CPU model: the host CPU's model name and \
                        flags are part of the saved-state key",
         clock: "kvm-clock (paravirtual; arch/x86/kernel/kvmclock.c), carried across a \
@@ -53,8 +54,8 @@ pub const PROFILES: [Profile; 2] = [
         // patching (ftrace, jump labels): a vCPU may run a stale block
         // holding the int3 after the poke ended ("Oops: int3").
         accel: "tcg,thread=single",
-        // QEMU's default x86-64 model, the same on every host.
-        cpu: "qemu64",
+        // A model of the architecture record's, the same on every host.
+        cpu: None,
         saved_state: "on any host with the same QEMU version",
         clock: "the emulated TSC, calibrated against the HPET at boot, running on \
                 QEMU's virtual clock, which a saved state carries",
@@ -74,9 +75,13 @@ impl Accel {
         self.profile().name
     }
 
-    pub fn qemu_args(self) -> [&'static str; 4] {
+    /// `-accel` and `-cpu`: under TCG, the architecture's CPU model.
+    pub fn qemu_args(self, arch: &Arch) -> Vec<String> {
         let profile = self.profile();
-        ["-accel", profile.accel, "-cpu", profile.cpu]
+        let cpu = profile.cpu.unwrap_or(&arch.record.qemu.tcg_cpu);
+        ["-accel", profile.accel, "-cpu", cpu]
+            .map(String::from)
+            .to_vec()
     }
 
     /// What a saved state started under this accelerator depends on
@@ -116,10 +121,14 @@ pub fn known_kvm(cache_dir: &Path) -> bool {
 }
 
 /// `KLP_HARNESS_ACCEL=kvm|tcg` decides; otherwise KVM if a probe boot of
-/// `bzimage` under it prints the kernel banner within a few seconds. The
+/// `image` under it prints the kernel banner within a few seconds. The
 /// answer holds until the host reboots; `kvm-probe-<boot id>.log` in
 /// `cache_dir` keeps the probe's command, QEMU's errors and the outcome.
-pub fn choose(qemu: &Qemu, bzimage: &Path, cache_dir: &Path) -> Accel {
+pub fn choose(qemu: &Qemu, image: &Path, arch: &Arch, cache_dir: &Path) -> Accel {
+    // KVM runs only the host's own instruction set.
+    if !arch.is_native() {
+        return Accel::Tcg;
+    }
     match crate::settings::get().accel {
         AccelChoice::Kvm => return Accel::Kvm,
         AccelChoice::Tcg => return Accel::Tcg,
@@ -135,7 +144,7 @@ pub fn choose(qemu: &Qemu, bzimage: &Path, cache_dir: &Path) -> Accel {
         };
     }
     let (accel, log) = if Path::new("/dev/kvm").exists() {
-        probe(qemu, bzimage)
+        probe(qemu, image, arch)
     } else {
         (Accel::Tcg, "no /dev/kvm: TCG\n".to_string())
     };
@@ -145,17 +154,19 @@ pub fn choose(qemu: &Qemu, bzimage: &Path, cache_dir: &Path) -> Accel {
     accel
 }
 
-/// Boot `bzimage` under KVM for at most a few seconds: KVM if the banner
+/// Boot `image` under KVM for at most a few seconds: KVM if the banner
 /// shows, and a log of what happened either way.
-fn probe(qemu: &Qemu, bzimage: &Path) -> (Accel, String) {
+fn probe(qemu: &Qemu, image: &Path, arch: &Arch) -> (Accel, String) {
     let mut command = qemu.command();
     command
-        .args(Accel::Kvm.qemu_args())
+        .args(&arch.record.qemu.machine)
+        .args(Accel::Kvm.qemu_args(arch))
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
         .args(["-m", "256", "-serial", "stdio"])
-        .args(["-append", "console=ttyS0 panic=-1"])
+        .arg("-append")
+        .arg(format!("{} panic=-1", arch.console_arg()))
         .arg("-kernel")
-        .arg(bzimage);
+        .arg(image);
     let mut log = format!("probe: {command:?}\n");
     let started = Instant::now();
     let mut child = match command

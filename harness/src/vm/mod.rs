@@ -1,4 +1,4 @@
-//! bzImage + initramfs ──> running guest (QEMU).
+//! kernel image + initramfs ──> running guest (QEMU).
 //!
 //! ttyS0 is the kernel console, captured whole into `console.log`; a virtio
 //! serial port is the control channel, a unix socket the guest shell talks
@@ -15,6 +15,7 @@ pub use accel::Accel;
 pub use console::Console;
 pub use interact::interact;
 
+use crate::arch::Arch;
 use crate::host::qemu::Qemu;
 use anyhow::{bail, Context, Result};
 use std::io::Write as _;
@@ -28,7 +29,9 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct VmConfig {
     pub qemu: Qemu,
-    pub bzimage: PathBuf,
+    /// The guest's architecture: machine, CPU model and console.
+    pub arch: Arch,
+    pub image: PathBuf,
     pub initramfs: PathBuf,
     /// Directory that receives console.log and qemu.log.
     pub log_dir: PathBuf,
@@ -73,14 +76,24 @@ pub const MAX_CPUS: u32 = 8;
 /// Pick the accelerator for this kernel (probing KVM once per host boot).
 pub use accel::known_kvm;
 
-pub fn choose_accel(qemu: &Qemu, bzimage: &Path, cache_dir: &Path) -> Accel {
-    accel::choose(qemu, bzimage, cache_dir)
+pub fn choose_accel(qemu: &Qemu, image: &Path, arch: &Arch, cache_dir: &Path) -> Accel {
+    accel::choose(qemu, image, arch, cache_dir)
 }
 
-/// Kernel command line: console on ttyS0 with every message, timestamped
+/// Kernel command line after the console: every message, timestamped
 /// (the benchmark compares them; not every config turns PRINTK_TIME on),
 /// stop on panic.
-pub const APPEND: &str = "console=ttyS0 loglevel=8 printk.time=1 panic=-1 rdinit=/init";
+const APPEND: &str = "loglevel=8 printk.time=1 panic=-1 rdinit=/init";
+
+/// The kernel command line: the architecture's console, then `APPEND`.
+pub fn command_line(config: &VmConfig) -> String {
+    let line = format!("{} {APPEND}", config.arch.console_arg());
+    if config.interactive {
+        format!("{line} {SHELL_FLAG}")
+    } else {
+        line
+    }
+}
 
 /// Tells /init to start a shell on the console as well (see init.sh).
 const SHELL_FLAG: &str = "klp.shell";
@@ -100,15 +113,11 @@ impl Vm {
             .arg(format!("unix:{},server=on,wait=off", monitor.display()))
             .args(hardware_args(config))
             .arg("-kernel")
-            .arg(&config.bzimage)
+            .arg(&config.image)
             .arg("-initrd")
             .arg(&config.initramfs)
             .arg("-append")
-            .arg(if config.interactive {
-                format!("{APPEND} {SHELL_FLAG}")
-            } else {
-                APPEND.to_string()
-            })
+            .arg(command_line(config))
             .args([
                 "-chardev",
                 "stdio,id=console,signal=off",
@@ -228,12 +237,8 @@ impl Drop for Vm {
 /// The guest's hardware as QEMU's arguments: what a saved state must have
 /// been made with to be started again.
 pub fn hardware_args(config: &VmConfig) -> Vec<String> {
-    let mut args: Vec<String> = config
-        .accel
-        .qemu_args()
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
+    let mut args = config.arch.record.qemu.machine.clone();
+    args.extend(config.accel.qemu_args(&config.arch));
     args.extend([
         "-m".to_string(),
         config.memory_mb.to_string(),
