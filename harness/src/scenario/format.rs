@@ -199,7 +199,9 @@ pub struct Expect {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub target: BTreeMap<String, Spanned<String>>,
-    /// Any guest file (e.g. /proc/cmdline) ──> its content.
+    /// Any guest file (e.g. /proc/cmdline) ──> its content;
+    /// `{kernel_command_line}` in it stands for the command line the
+    /// guest's kernel booted with.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub files: BTreeMap<String, Spanned<String>>,

@@ -17,6 +17,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// In an expected file's content, the command line the guest's kernel
+/// booted with (it differs between architectures: the console).
+pub const KERNEL_COMMAND_LINE: &str = "{kernel_command_line}";
+
 /// Limits that keep a stuck guest from stalling a run.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -315,10 +319,13 @@ fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Resul
         }
     }
     for (path, expected) in &expect.files {
+        let wanted = expected
+            .value
+            .replace(KERNEL_COMMAND_LINE, &guest.vm.command_line);
         let found = guest.run(&format!("cat {}", shell_quote(path)))?;
         let found = found.output.trim_end_matches('\n');
-        if found != expected.value {
-            return Err(Mismatch::new(path, &expected.value, found).quoted().into());
+        if found != wanted {
+            return Err(Mismatch::new(path, &wanted, found).quoted().into());
         }
     }
     for (id, expected) in &expect.features {

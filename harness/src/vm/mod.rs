@@ -49,6 +49,8 @@ pub struct VmConfig {
 }
 
 pub struct Vm {
+    /// The kernel command line the guest was started with.
+    pub command_line: String,
     child: Child,
     pub console: Console,
     console_thread: Option<JoinHandle<()>>,
@@ -195,6 +197,7 @@ impl Vm {
             control,
             console_input,
             accel: config.accel,
+            command_line: command_line(config),
             started,
             monitor,
             _socket_dir: socket_dir,
