@@ -55,6 +55,10 @@ pub struct QemuRecord {
     pub machine: Vec<String>,
     /// `-cpu` under TCG (KVM passes the host's CPU through).
     pub tcg_cpu: String,
+    /// Why a guest saved by this QEMU does not run again when restored,
+    /// where it does not: every start then boots.
+    #[serde(default)]
+    pub no_saved_state: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
@@ -131,9 +135,14 @@ impl Arch {
         }
     }
 
-    /// The record's content, for cache keys of what is built for it.
+    /// What of the record a build for it depends on, for cache keys (the
+    /// fragment is hashed with the other fragments).
     pub fn identity(&self) -> String {
-        format!("{}:{:?}", self.name, self.record)
+        let record = &self.record;
+        format!(
+            "ARCH={} CROSS_COMPILE={}- image={}",
+            record.kernel_arch, record.cross_compiler.triple, record.image.target
+        )
     }
 
     /// The kernel command line's console argument.

@@ -29,8 +29,10 @@ pub struct StartLimits {
 
 /// Whether guests start from saved states; `KLP_HARNESS_SNAPSHOTS=0` turns
 /// it off.
-pub fn enabled() -> bool {
-    crate::settings::get().snapshots
+/// Whether guests of this architecture start from saved states (unless
+/// KLP_HARNESS_SNAPSHOTS=0 turns them off).
+pub fn enabled(arch: &crate::arch::Arch) -> bool {
+    crate::settings::get().snapshots && arch.record.qemu.no_saved_state.is_none()
 }
 
 /// Boot the guest.

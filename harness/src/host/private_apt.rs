@@ -133,7 +133,7 @@ impl PrivateApt {
             .map(|entries| {
                 entries
                     .flatten()
-                    .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+                    .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
             })
             .unwrap_or(false)
     }

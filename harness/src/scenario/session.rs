@@ -230,7 +230,7 @@ fn boot(
         boot: timeouts.boot,
         command: timeouts.command,
     };
-    let mut guest = if interactive || scenario.fresh_boot || !snapshot::enabled() {
+    let mut guest = if interactive || scenario.fresh_boot || !snapshot::enabled(&kernel.arch) {
         snapshot::boot(&config, limits)?
     } else {
         snapshot::start(cache, &config, limits)?
