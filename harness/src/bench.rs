@@ -163,6 +163,13 @@ fn startup(context: &Context, guests: &Guests) -> Result<Vec<Row>> {
         guest.shutdown()?;
     }
     let (ready, init) = (median(&mut ready), median(&mut init));
+    let boot = Row::new("boot: QEMU start -> guest ready (median)", ready)
+        .floor("kernel uptime at /init", init);
+    if let Some(why) = &spec.arch.record.qemu.no_saved_state {
+        return Ok(vec![
+            boot.note(format!("no saved state on {}: {why}", spec.arch.name))
+        ]);
+    }
     // The first start saves the state if no earlier run did.
     scenario::boot_guest(project, cache, &guests.saved, spec)?.shutdown()?;
     let mut restored = Vec::new();
@@ -178,8 +185,7 @@ fn startup(context: &Context, guests: &Guests) -> Result<Vec<Row>> {
         guest.shutdown()?;
     }
     Ok(vec![
-        Row::new("boot: QEMU start -> guest ready (median)", ready)
-            .floor("kernel uptime at /init", init),
+        boot,
         Row::new(
             "saved state: QEMU start -> guest ready (median)",
             median(&mut restored),
