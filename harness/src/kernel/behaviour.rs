@@ -80,7 +80,11 @@ pub struct Detect {
     pub with: &'static str,
 }
 
-/// kbuild's ARCH of the architectures where only x86 shows a change.
+/// For the klp-relocation rows: only x86's apply_relocate_add() refuses
+/// a target that is already written ("existing value is nonzero",
+/// arch/x86/kernel/module.c); arm64's overwrites it, and powerpc's
+/// restore_r2() accepts its own earlier write (arch/powerpc/kernel/
+/// module_64.c).
 const X86_ONLY: &[&str] = &["x86"];
 
 /// Every behaviour the harness knows, oldest first. Read from the
@@ -227,10 +231,6 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "klp_clear_object_relocs(",
         }),
         modelled: Modelled::Yes,
-        // Only x86's apply_relocate_add() refuses a target that is
-        // already written ("existing value is nonzero", arch/x86/kernel/
-        // module.c); arm64's overwrites it, and powerpc's restore_r2()
-        // accepts its own earlier write (arch/powerpc/kernel/module_64.c).
         shows_on: Some(X86_ONLY),
     },
     Behaviour {
@@ -301,10 +301,6 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         sysfs: None,
         detect: None,
         modelled: Modelled::Yes,
-        // Only x86's apply_relocate_add() refuses a target that is
-        // already written ("existing value is nonzero", arch/x86/kernel/
-        // module.c); arm64's overwrites it, and powerpc's restore_r2()
-        // accepts its own earlier write (arch/powerpc/kernel/module_64.c).
         shows_on: Some(X86_ONLY),
     },
     Behaviour {
