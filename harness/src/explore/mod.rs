@@ -503,3 +503,43 @@ pub fn summary(report: &Report) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{FailedStep, StepError};
+
+    fn failed_at(action: &str, why: &str) -> anyhow::Error {
+        StepError {
+            step: FailedStep {
+                label: "3".into(),
+                action: action.into(),
+                position: crate::yaml::Position {
+                    file: "s.yaml".into(),
+                    line: 8,
+                    column: 5,
+                },
+            },
+            error: anyhow::anyhow!("{why}"),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_failure_is_the_same_divergence_only_at_the_same_action() {
+        let waited = failure_kind(&failed_at("wait klp_s2", "still in transition"));
+        assert_eq!(waited, "wait klp_s2");
+        // What the kernel said may differ; where it diverged may not.
+        assert_eq!(
+            failure_kind(&failed_at("wait klp_s2", "sysfs differs")),
+            waited
+        );
+        assert_ne!(
+            failure_kind(&failed_at("reverse klp_s2", "still in transition")),
+            waited
+        );
+        // The guest died between steps: its first line is the kind.
+        let died = anyhow::anyhow!("the guest stopped answering\nconsole: ...");
+        assert_eq!(failure_kind(&died), "the guest stopped answering");
+    }
+}
