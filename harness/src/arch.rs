@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// The architecture a kernel definition gets when it names none.
 pub const DEFAULT: &str = "x86_64";
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
     /// kbuild's `ARCH=`.
@@ -31,7 +31,7 @@ pub struct Record {
     pub required_config: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrossCompiler {
     /// The GNU triple: `CROSS_COMPILE=<triple>-`.
@@ -40,7 +40,7 @@ pub struct CrossCompiler {
     pub package: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QemuRecord {
     pub program: String,
@@ -61,7 +61,7 @@ pub struct QemuRecord {
     pub no_saved_state: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
     /// The make target that builds it.
@@ -71,7 +71,7 @@ pub struct Image {
 }
 
 /// One architecture: its name, its record and its config fragment.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Arch {
     pub name: String,
     pub record: Record,
@@ -135,13 +135,17 @@ impl Arch {
         }
     }
 
-    /// What of the record a build for it depends on, for cache keys (the
+    /// What of the record a build for it depends on, for cache keys: make's
+    /// arguments, and the image a published build must keep (the
     /// fragment is hashed with the other fragments).
     pub fn identity(&self) -> String {
         let record = &self.record;
         format!(
-            "ARCH={} CROSS_COMPILE={}- image={}",
-            record.kernel_arch, record.cross_compiler.triple, record.image.target
+            "ARCH={} CROSS_COMPILE={}- image={} at {}",
+            record.kernel_arch,
+            record.cross_compiler.triple,
+            record.image.target,
+            record.image.path
         )
     }
 
