@@ -55,10 +55,23 @@ pub struct QemuRecord {
     pub machine: Vec<String>,
     /// `-cpu` under TCG (KVM passes the host's CPU through).
     pub tcg_cpu: String,
-    /// Why a guest saved by this QEMU does not run again when restored,
-    /// where it does not: every start then boots.
+    /// The oldest QEMU whose saved guests of this architecture run again
+    /// when restored, where older ones do not. An older QEMU boots every
+    /// guest; where the host has one, a private newer copy runs instead.
     #[serde(default)]
-    pub no_saved_state: Option<String>,
+    pub saved_state_since: Option<QemuSince>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QemuSince {
+    /// A QEMU version, `10.0`.
+    pub version: String,
+    /// What older versions do wrong.
+    pub why: String,
+    /// The Debian suite with a new enough QEMU for a private copy, on
+    /// top of the host's release (`bookworm-backports`).
+    pub suite: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

@@ -165,7 +165,8 @@ fn startup(context: &Context, guests: &Guests) -> Result<Vec<Row>> {
     let (ready, init) = (median(&mut ready), median(&mut init));
     let boot = Row::new("boot: QEMU start -> guest ready (median)", ready)
         .floor("kernel uptime at /init", init);
-    if let Some(why) = &spec.arch.record.qemu.no_saved_state {
+    let qemu = crate::host::qemu::locate(cache, &spec.arch.record.qemu)?;
+    if let Some(why) = qemu.saved_state_problem(&spec.arch.record.qemu) {
         return Ok(vec![
             boot.note(format!("no saved state on {}: {why}", spec.arch.name))
         ]);

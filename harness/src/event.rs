@@ -12,12 +12,17 @@ pub enum Event {
     InstallingPackages {
         packages: Vec<String>,
     },
-    /// No host QEMU (and none installable without harm): a private copy
-    /// of Debian's runs instead.
+    /// No host QEMU (and none installable without harm), or one too old
+    /// to restore saved guests: a private copy of Debian's runs instead.
     UsingPrivateQemu {
         why: String,
         /// The QEMU package a private copy is made of.
         package: String,
+    },
+    /// The QEMU cannot restore saved guests, and no newer copy could be
+    /// made.
+    BootingEveryGuest {
+        why: String,
     },
     /// A private apt configuration refreshing its package lists.
     UpdatingAptLists {

@@ -26,8 +26,11 @@ impl Terminal {
                 self.line(&format!("installing host packages: {}", packages.join(" ")))
             }
             Event::UsingPrivateQemu { why, package } => self.line(&format!(
-                "no host QEMU: {why}\nusing a private copy of Debian's {package} instead"
+                "{why}\nusing a private copy of Debian's {package} instead"
             )),
+            Event::BootingEveryGuest { why } => {
+                self.line(&format!("{why}\nevery guest boots instead"))
+            }
             Event::UpdatingAptLists { dir } => self.line(&format!(
                 "updating the private apt lists in {}",
                 dir.display()

@@ -12,8 +12,6 @@ use crate::host::qemu::Qemu;
 use crate::vm::{self, Vm, VmConfig};
 use anyhow::{Context, Result};
 use std::path::Path;
-use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 const STATE: &str = "state";
@@ -27,12 +25,10 @@ pub struct StartLimits {
     pub command: Duration,
 }
 
-/// Whether guests start from saved states; `KLP_HARNESS_SNAPSHOTS=0` turns
-/// it off.
-/// Whether guests of this architecture start from saved states (unless
-/// KLP_HARNESS_SNAPSHOTS=0 turns them off).
-pub fn enabled(arch: &crate::arch::Arch) -> bool {
-    crate::settings::get().snapshots && arch.record.qemu.no_saved_state.is_none()
+/// Whether guests of this architecture start from saved states with this
+/// QEMU (unless KLP_HARNESS_SNAPSHOTS=0 turns them off).
+pub fn enabled(arch: &crate::arch::Arch, qemu: &Qemu) -> bool {
+    crate::settings::get().snapshots && qemu.saved_state_problem(&arch.record.qemu).is_none()
 }
 
 /// Boot the guest.
@@ -135,22 +131,6 @@ fn key(config: &VmConfig) -> Result<String> {
         .add("hardware", vm::hardware_args(config).join(" "))
         .add("accel state", config.accel.saved_state_key())
         .add("append", vm::command_line(config))
-        .add("qemu", qemu_version(&config.qemu)?);
+        .add("qemu", config.qemu.version_text()?);
     Ok(hash.finish())
-}
-
-fn qemu_version(qemu: &Qemu) -> Result<String> {
-    static VERSIONS: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
-    let mut versions = VERSIONS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, version)) = versions.iter().find(|(p, _)| *p == qemu.program) {
-        return Ok(version.clone());
-    }
-    let output = qemu
-        .command()
-        .arg("--version")
-        .output()
-        .with_context(|| format!("cannot run {} --version", qemu.program.display()))?;
-    let version = String::from_utf8_lossy(&output.stdout).into_owned();
-    versions.push((qemu.program.clone(), version.clone()));
-    Ok(version)
 }

@@ -83,6 +83,59 @@ impl Qemu {
     pub fn is_private(&self) -> bool {
         self.private_root.is_some()
     }
+
+    /// What `--version` prints, asked once per program and process.
+    pub fn version_text(&self) -> Result<String> {
+        static VERSIONS: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+        let mut versions = VERSIONS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, version)) = versions.iter().find(|(p, _)| *p == self.program) {
+            return Ok(version.clone());
+        }
+        let output = self
+            .command()
+            .arg("--version")
+            .output()
+            .with_context(|| format!("cannot run {} --version", self.program.display()))?;
+        let version = String::from_utf8_lossy(&output.stdout).into_owned();
+        versions.push((self.program.clone(), version.clone()));
+        Ok(version)
+    }
+
+    /// Why guests of this architecture that this QEMU saved do not run
+    /// again when restored; None where they do.
+    pub fn saved_state_problem(&self, arch: &QemuRecord) -> Option<String> {
+        let since = arch.saved_state_since.as_ref()?;
+        let text = self.version_text().unwrap_or_default();
+        match parse_version(&text) {
+            Some(version) if version >= parse_version(&since.version)? => None,
+            _ => Some(format!(
+                "{} is QEMU {}, older than {}: {}",
+                self.origin(),
+                version_number(&text),
+                since.version,
+                since.why
+            )),
+        }
+    }
+}
+
+/// The numbers of "QEMU emulator version 7.2.22 (Debian ...)", or of "10.0".
+fn parse_version(text: &str) -> Option<Vec<u32>> {
+    version_number(text)
+        .split('.')
+        .map(|part| part.parse().ok())
+        .collect()
+}
+
+fn version_number(text: &str) -> &str {
+    let text = text.trim();
+    let text = text
+        .strip_prefix("QEMU emulator version ")
+        .unwrap_or(text)
+        .lines()
+        .next()
+        .unwrap_or_default();
+    text.split_whitespace().next().unwrap_or_default()
 }
 
 /// The QEMU for guests of this architecture with this cache, decided
@@ -121,6 +174,31 @@ fn decide(cache: &Cache, arch: &QemuRecord) -> Result<Qemu> {
     let installed = super::find_program(program);
     match (settings.qemu, installed) {
         (QemuChoice::Private, _) => private(cache, arch),
+        (QemuChoice::Auto, Some(program)) if settings.snapshots => {
+            let host = host(program);
+            let (Some(problem), Some(since)) =
+                (host.saved_state_problem(arch), &arch.saved_state_since)
+            else {
+                return Ok(host);
+            };
+            // Booting every guest costs seconds each; a newer private copy
+            // restores them in a fraction of a second.
+            match private_from(cache, arch, Some(&since.suite)) {
+                Ok(newer) => {
+                    crate::event::emit(crate::event::Event::UsingPrivateQemu {
+                        why: problem,
+                        package: format!("{}/{}", package, since.suite),
+                    });
+                    Ok(newer)
+                }
+                Err(err) => {
+                    crate::event::emit(crate::event::Event::BootingEveryGuest {
+                        why: format!("{problem}; no private copy from {}: {err:#}", since.suite),
+                    });
+                    Ok(host)
+                }
+            }
+        }
         (_, Some(program)) => Ok(host(program)),
         (QemuChoice::Host, None) => {
             install_on_host(cache, package).context(
@@ -139,7 +217,7 @@ fn decide(cache: &Cache, arch: &QemuRecord) -> Result<Qemu> {
                 Err(err) => format!("{err:#}"),
             };
             crate::event::emit(crate::event::Event::UsingPrivateQemu {
-                why,
+                why: format!("no host QEMU: {why}"),
                 package: package.clone(),
             });
             private(cache, arch)
@@ -164,7 +242,18 @@ fn install_on_host(cache: &Cache, package: &str) -> Result<()> {
 /// The private copy: planned against the host's installed packages (so
 /// that only what the host lacks is fetched), downloaded and unpacked once.
 fn private(cache: &Cache, arch: &QemuRecord) -> Result<Qemu> {
-    let suites: Vec<String> = SUITES.iter().map(|s| s.to_string()).collect();
+    let newer = arch
+        .saved_state_since
+        .as_ref()
+        .map(|since| since.suite.as_str());
+    private_from(cache, arch, newer)
+}
+
+/// A private copy from the host's release, or with its QEMU packages from
+/// `newer` (a suite on top of it, such as bookworm-backports).
+fn private_from(cache: &Cache, arch: &QemuRecord, newer: Option<&str>) -> Result<Qemu> {
+    let mut suites: Vec<String> = SUITES.iter().map(|s| s.to_string()).collect();
+    suites.extend(newer.map(String::from));
     let apt = PrivateApt::new(cache, &suites)?;
     apt.update_if_missing()?;
     let mut last_error = None;
@@ -173,7 +262,7 @@ fn private(cache: &Cache, arch: &QemuRecord) -> Result<Qemu> {
             // The lists were stale: a pinned version is no longer offered.
             apt.update()?;
         }
-        let packages = plan(cache, &apt, &private_packages(arch))?;
+        let packages = plan(cache, &apt, &private_packages(arch), newer)?;
         let key = ContentHash::new()
             .add("recipe", RECIPE)
             .add("packages", packages.join("\n"))
@@ -222,19 +311,34 @@ fn private_at(dir: &Path, arch: &QemuRecord) -> Qemu {
 /// packages, with the host's own QEMU packages left out (a newer
 /// qemu-utils Breaks the qemu-system-common this one needs, and nothing
 /// is installed anyway). Kept in the cache per host package state.
-fn plan(cache: &Cache, apt: &PrivateApt, wanted: &[String]) -> Result<Vec<String>> {
+fn plan(
+    cache: &Cache,
+    apt: &PrivateApt,
+    wanted: &[String],
+    newer: Option<&str>,
+) -> Result<Vec<String>> {
     let status = std::fs::read_to_string(HOST_STATUS).unwrap_or_default();
     let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    // `name/suite` makes apt take the package, and what it needs at
+    // exactly its version, from that suite.
+    let requested: Vec<String> = wanted
+        .iter()
+        .map(|name| match newer {
+            Some(suite) => format!("{name}/{suite}"),
+            None => name.to_string(),
+        })
+        .collect();
+    let requested: Vec<&str> = requested.iter().map(String::as_str).collect();
     let key = ContentHash::new()
         .add("recipe", RECIPE)
-        .add("wanted", wanted.join(" "))
+        .add("wanted", requested.join(" "))
         .add("status", &status)
         .add("lists", apt.lists_identity())
         .finish();
     let dir = cache.entry("qemu-plans", &key, |dir| {
         let filtered = dir.join("status");
         std::fs::write(&filtered, without_qemu(&status))?;
-        let simulation = apt.simulate_install(&wanted, &filtered)?;
+        let simulation = apt.simulate_install(&requested, &filtered)?;
         let mut packages = Plan::parse(&simulation).pinned;
         for name in &wanted {
             if !packages.iter().any(|p| p.split('=').next() == Some(name)) {
@@ -271,6 +375,17 @@ fn without_qemu(status: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_compare_by_their_numbers() {
+        let bookworm = "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)\nCopyright";
+        assert_eq!(parse_version(bookworm), Some(vec![7, 2, 22]));
+        assert_eq!(version_number(bookworm), "7.2.22");
+        assert!(parse_version(bookworm) < parse_version("10.0"));
+        let backports = "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)";
+        assert!(parse_version(backports) >= parse_version("10.0"));
+        assert_eq!(parse_version("not a QEMU"), None);
+    }
 
     #[test]
     fn the_hosts_qemu_packages_are_left_out_of_the_plan() {
