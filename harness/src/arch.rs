@@ -148,6 +148,16 @@ impl Arch {
         }
     }
 
+    /// A binutils program for it on this host (`strip`, or
+    /// `aarch64-linux-gnu-strip` on another host).
+    pub fn binutil(&self, program: &str) -> String {
+        if self.is_native() {
+            program.to_string()
+        } else {
+            format!("{}-{program}", self.record.cross_compiler.triple)
+        }
+    }
+
     /// What of the record a build for it depends on, for cache keys: make's
     /// arguments, and the image a published build must keep (the
     /// fragment is hashed with the other fragments).

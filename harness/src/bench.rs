@@ -419,7 +419,7 @@ fn peer(project: &Project, cache: &Cache, spec: &KernelSpec) -> Result<(Duration
     let modules = selftests.build_modules(project, &kernel, cache)?;
     let kit = crate::peer::GuestKit::new(cache)?;
     let mut guest = scenario::boot_guest(project, cache, &flows, spec)?;
-    crate::peer::selftests::prepare_guest(&mut guest, &kit, &selftests, &modules)?;
+    crate::peer::selftests::prepare_guest(&mut guest, &kit, &selftests, &modules, &kernel)?;
     let script = crate::peer::selftests::run_script(
         &mut guest,
         "test-state.sh",

@@ -194,6 +194,7 @@ pub fn prepare_guest(
     kit: &GuestKit,
     selftests: &Selftests,
     modules: &[BuiltFixture],
+    kernel: &Kernel,
 ) -> Result<()> {
     kit.install(guest)?;
     let dir = selftests.tree.join(DIR);
@@ -208,8 +209,7 @@ pub fn prepare_guest(
         guest.push_file(&format!("/peer/{script}"), &text)?;
     }
     for module in modules {
-        let bytes = std::fs::read(&module.ko)
-            .with_context(|| format!("cannot read {}", module.ko.display()))?;
+        let bytes = module.guest_copy(&kernel.arch, kit.cache())?;
         guest.push_file(&format!("/peer/test_modules/{}.ko", module.name), &bytes)?;
     }
     let getpid = dir.join("test_klp-call_getpid.c");
@@ -295,7 +295,7 @@ pub fn guest_for(
     let file = PathBuf::from(format!("kselftest-{label}.yaml"));
     let scenario = crate::scenario::parse(project, &file, GUEST)?;
     let mut guest = crate::scenario::boot_guest(project, cache, &scenario, spec)?;
-    prepare_guest(&mut guest, &kit, &selftests, &modules)?;
+    prepare_guest(&mut guest, &kit, &selftests, &modules, &kernel)?;
     Ok((guest, selftests, kernel))
 }
 

@@ -249,8 +249,7 @@ fn boot(
         }
     }
     for fixture in &built {
-        let ko = std::fs::read(&fixture.ko)
-            .with_context(|| format!("cannot read {}", fixture.ko.display()))?;
+        let ko = fixture.guest_copy(&kernel.arch, cache)?;
         guest.push_file(&format!("/klp/{}.ko", fixture.name), &ko)?;
     }
     Ok(Some((guest, profile)))
