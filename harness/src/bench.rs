@@ -464,16 +464,21 @@ pub fn explore_rate(
     cache: &Cache,
     spec: &KernelSpec,
     runs: usize,
+    jobs: usize,
 ) -> Result<String> {
     let load = load_average();
-    let options = crate::explore::Options::new(1, runs);
+    let options = crate::explore::Options {
+        jobs,
+        ..crate::explore::Options::new(1, runs)
+    };
     let report = crate::explore::explore(project, cache, spec, &options)?;
     let minutes = report.elapsed.as_secs_f64() / 60.0;
     Ok(format!(
-        "explore on {} (seed 1, {} sequences of 10 operations): {:.1} s, {:.1} sequences per minute; \
+        "explore on {} (seed 1, {} sequences of 10 operations, {} guests at once): {:.1} s, {:.1} sequences per minute; \
          {} guest boots, {} divergences; load average {load} at the start, {} at the end\n",
         spec.name,
         report.runs,
+        options.jobs,
         report.elapsed.as_secs_f64(),
         report.runs as f64 / minutes.max(1e-9),
         report.boots,

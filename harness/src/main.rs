@@ -138,6 +138,11 @@ enum Command {
         #[arg(long, default_value_t = klp_harness::vm::DEFAULT_CPUS,
               value_parser = clap::value_parser!(u32).range(1..=klp_harness::vm::MAX_CPUS as i64))]
         cpus: u32,
+        /// Guests exploring at once, each taking the next sequence (default:
+        /// one per CPU, plus one). The sequences, and what is reported, do
+        /// not depend on it.
+        #[arg(long, short = 'j', default_value_t = klp_harness::explore::default_jobs())]
+        jobs: usize,
     },
     /// Put small bugs into the livepatch core of a kernel built from
     /// source, build each mutant incrementally, run the suite on it (and
@@ -349,7 +354,13 @@ fn real_main() -> Result<()> {
             if let Some(runs) = explore {
                 print!(
                     "{}",
-                    klp_harness::bench::explore_rate(&project, &cache, &specs[0], runs)?
+                    klp_harness::bench::explore_rate(
+                        &project,
+                        &cache,
+                        &specs[0],
+                        runs,
+                        klp_harness::explore::default_jobs()
+                    )?
                 );
             }
             if matrix {
@@ -366,9 +377,11 @@ fn real_main() -> Result<()> {
             pool,
             mutate,
             cpus,
+            jobs,
         } => {
             let spec = kernel::find(&project, &kernel)?;
             let options = klp_harness::explore::Options {
+                jobs,
                 seed,
                 runs,
                 steps,
