@@ -60,6 +60,18 @@ pub struct QemuRecord {
     /// guest; where the host has one, a private newer copy runs instead.
     #[serde(default)]
     pub saved_state_since: Option<QemuSince>,
+    /// The most CPUs a guest restored from a saved state works with, where
+    /// a guest with more does not: such guests boot.
+    #[serde(default)]
+    pub saved_state_cpus: Option<CpuLimit>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuLimit {
+    pub most: u32,
+    /// What a restored guest with more CPUs does wrong.
+    pub why: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

@@ -403,8 +403,9 @@ fn shrink_and_write(
     })
 }
 
-/// Runs sequences in one guest while that is safe, booting a fresh one
-/// after a failure or when the reset cannot clean up (a forced
+/// Runs each sequence in a fresh guest started from the saved state;
+/// where guests boot instead, in one guest while that is safe, booting a
+/// fresh one after a failure or when the reset cannot clean up (a forced
 /// transition pins modules for good).
 struct Runner<'a> {
     project: &'a Project,
@@ -497,7 +498,11 @@ impl<'a> Runner<'a> {
         std::fs::write(artifacts.join("steps.log"), &trace)?;
         match result {
             Ok(()) => {
-                if !self.reset(&artifacts)? {
+                // A guest that starts from a saved state starts afresh
+                // faster than it disables what the sequence left enabled
+                // (45 sequences on debian-6.12: 66.6 s against 71.9 s).
+                let restored = self.guest.as_ref().is_some_and(|g| g.boot.restored);
+                if restored || !self.reset(&artifacts)? {
                     self.stop();
                 }
                 std::fs::remove_file(&file).ok();

@@ -25,10 +25,17 @@ pub struct StartLimits {
     pub command: Duration,
 }
 
-/// Whether guests of this architecture start from saved states with this
-/// QEMU (unless KLP_HARNESS_SNAPSHOTS=0 turns them off).
-pub fn enabled(arch: &crate::arch::Arch, qemu: &Qemu) -> bool {
-    crate::settings::get().snapshots && qemu.saved_state_problem(&arch.record.qemu).is_none()
+/// Whether guests of this architecture with this many CPUs start from
+/// saved states with this QEMU (unless KLP_HARNESS_SNAPSHOTS=0 turns them
+/// off).
+pub fn enabled(arch: &crate::arch::Arch, qemu: &Qemu, cpus: u32) -> bool {
+    let record = &arch.record.qemu;
+    crate::settings::get().snapshots
+        && qemu.saved_state_problem(record).is_none()
+        && record
+            .saved_state_cpus
+            .as_ref()
+            .is_none_or(|limit| cpus <= limit.most)
 }
 
 /// Boot the guest.

@@ -230,12 +230,14 @@ fn boot(
         boot: timeouts.boot,
         command: timeouts.command,
     };
-    let mut guest =
-        if interactive || scenario.fresh_boot || !snapshot::enabled(&kernel.arch, &config.qemu) {
-            snapshot::boot(&config, limits)?
-        } else {
-            snapshot::start(cache, &config, limits)?
-        };
+    let mut guest = if interactive
+        || scenario.fresh_boot
+        || !snapshot::enabled(&kernel.arch, &config.qemu, scenario.cpus)
+    {
+        snapshot::boot(&config, limits)?
+    } else {
+        snapshot::start(cache, &config, limits)?
+    };
     verdict.boot = Some(guest.boot);
     if scenario.cpus > 1 {
         let online = observe::cpu_count(&guest.run_ok("cat /sys/devices/system/cpu/online")?)?;
