@@ -21,14 +21,19 @@ pub const SNAPSHOT_COMMAND: &str =
 /// trusted then. Nothing in the loop forks: `read` is a shell builtin, and
 /// the pause is a `read -t` on a FIFO nobody writes. Under TCG each fork
 /// costs milliseconds of the guest's CPU, which the transition's own work
-/// (klp's retry, RCU grace periods) then waits for. One brace group, so
-/// that `A && WAIT && B` chains.
+/// (klp's retry, RCU grace periods) then waits for. A patch that ended
+/// disabled is waited for until it has left sysfs too: klp removes it
+/// from a work item after the transition (`klp_free_patch_async()`,
+/// kernel/livepatch/core.c), which can run after the wait saw
+/// `transition` 0. One brace group, so that `A && WAIT && B` chains.
 pub fn wait_transition_command(name: &str, limit: Duration) -> String {
     let rounds = (limit.as_millis() / 5).max(1);
     format!(
         "{{ [ -p {PAUSE_FIFO} ] || mkfifo {PAUSE_FIFO}; n=0; \
          while {{ read -r t < {LIVEPATCH}/{name}/transition; }} 2>/dev/null || t=gone; \
          [ \"$t\" = 1 ] && [ $n -lt {rounds} ]; do n=$((n+1)); read -t 0.005 p <> {PAUSE_FIFO}; done; \
+         while [ \"$t\" != 1 ] && {{ read -r e < {LIVEPATCH}/{name}/enabled; }} 2>/dev/null && [ \"$e\" = 0 ] \
+         && [ $n -lt {rounds} ]; do n=$((n+1)); read -t 0.005 p <> {PAUSE_FIFO}; done; \
          [ \"$t\" != 1 ]; }}"
     )
 }
@@ -345,6 +350,15 @@ mod tests {
         assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
         let out = sh(&format!("true && {wait} && echo after"));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "after\n");
+        // Ended disabled: waits (bounded) for the patch to leave sysfs,
+        // and then goes on.
+        let enabled = dir.path().join("enabled");
+        std::fs::write(&enabled, "0\n").unwrap();
+        let started = std::time::Instant::now();
+        let out = sh(&format!("true && {wait} && echo after"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "after\n");
+        assert!(started.elapsed() >= Duration::from_millis(40), "{out:?}");
+        std::fs::remove_file(&enabled).unwrap();
         // Still in transition: the bounded wait fails, and the chain stops.
         std::fs::write(&transition, "1\n").unwrap();
         let out = sh(&format!("{wait} && echo after || echo still"));
