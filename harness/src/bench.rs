@@ -7,7 +7,9 @@
 //! - transition detection: how long after the kernel logged "patching
 //!   complete" the guest-side wait saw it (guest clock on both sides);
 //! - transition times: from "starting ... transition" to "... complete" in
-//!   the kernel log, on 1 and on 2 guest CPUs, and what failed klp's tries;
+//!   the kernel log, and the command that started one and waited for its
+//!   end as the host timed it; on 1 CPU with the counted and the real
+//!   clock and on 2 CPUs, and what failed klp's tries;
 //! - suite: every scenario on the kernel, warm, and the time spent outside
 //!   the guests;
 //! - peer: the kernel's test-state.sh in the guest against the same flows
@@ -45,8 +47,36 @@ pub struct Options {
     pub jobs: usize,
 }
 
-/// Guest CPU counts whose transition times are compared.
-const TRANSITION_CPUS: [u32; 2] = [1, 2];
+/// A guest's CPUs and clock, whose transition times are compared.
+struct GuestSetting {
+    cpus: u32,
+    /// The scenario's `clock:`.
+    clock: &'static str,
+}
+
+impl std::fmt::Display for GuestSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let plural = if self.cpus == 1 { "" } else { "s" };
+        write!(f, "{} CPU{plural}, {} clock", self.cpus, self.clock)
+    }
+}
+
+/// The default guest, the same on the real clock, and two CPUs (which
+/// always run on the real clock, `vm::clock::MANY_CPUS`).
+const TRANSITION_SETTINGS: [GuestSetting; 3] = [
+    GuestSetting {
+        cpus: 1,
+        clock: "counted",
+    },
+    GuestSetting {
+        cpus: 1,
+        clock: "real",
+    },
+    GuestSetting {
+        cpus: 2,
+        clock: "real",
+    },
+];
 
 /// Remove klp_cumul_v1 once klp has let go of it (see `retry_command`).
 fn unload_cumul_v1() -> String {
@@ -101,8 +131,8 @@ pub fn run(
     rows.extend(round_trips(&context, &guests.saved, &mut guest)?);
     rows.extend(transition_sightings(&context, &mut guest)?);
     guest.shutdown()?;
-    for cpus in TRANSITION_CPUS {
-        rows.extend(transition_times(&context, cpus)?);
+    for setting in &TRANSITION_SETTINGS {
+        rows.extend(transition_times(&context, setting)?);
     }
     if options.peer {
         rows.extend(peer_rows(&context)?);
@@ -292,17 +322,24 @@ fn transition_sightings(context: &Context, guest: &mut Guest) -> Result<Vec<Row>
     ])
 }
 
-/// Load, disable and unload klp_cumul_v1 again and again in a guest with
-/// `cpus` CPUs; each kind of transition as the kernel log timed it, with
-/// what failed klp's tries (livepatch's pr_debug lines are turned on).
-fn transition_times(context: &Context, cpus: u32) -> Result<Vec<Row>> {
+/// Load, disable and unload klp_cumul_v1 again and again in a guest of
+/// `setting`; each kind of transition as the kernel log timed it, with
+/// what failed klp's tries (livepatch's pr_debug lines are turned on),
+/// and as the host timed the command that started it and waited for its
+/// end. On the counted clock the kernel log's times are guest time, which
+/// skips idle waits and runs at its own pace otherwise; the host's are
+/// what a run costs.
+fn transition_times(context: &Context, setting: &GuestSetting) -> Result<Vec<Row>> {
     let Context {
         project,
         cache,
         spec,
         options,
     } = *context;
-    let text = format!("cpus: {cpus}\n{BENCH_SCENARIO}");
+    let text = format!(
+        "cpus: {}\nclock: {}\n{BENCH_SCENARIO}",
+        setting.cpus, setting.clock
+    );
     let bench = scenario::parse(project, Path::new("bench.yaml"), &text)?;
     let mut guest = scenario::boot_guest(project, cache, &bench, spec)?;
     guest
@@ -312,33 +349,42 @@ fn transition_times(context: &Context, cpus: u32) -> Result<Vec<Row>> {
     guest.kernel_log_since_last()?;
     let wait = crate::scenario::wait_command("klp_cumul_v1", Duration::from_secs(30));
     let mut log = String::new();
+    let mut host = [Vec::new(), Vec::new()];
     for _ in 0..options.transitions.max(1) {
+        let started = Instant::now();
+        guest.run_ok(&format!("insmod /klp/klp_cumul_v1.ko && {wait}"))?;
+        host[0].push(started.elapsed());
+        let started = Instant::now();
         guest.run_ok(&format!(
-            "insmod /klp/klp_cumul_v1.ko && {wait} && \
-             echo 0 > /sys/kernel/livepatch/klp_cumul_v1/enabled && {wait} && {}",
-            unload_cumul_v1()
+            "echo 0 > /sys/kernel/livepatch/klp_cumul_v1/enabled && {wait}"
         ))?;
+        host[1].push(started.elapsed());
+        guest.run_ok(&unload_cumul_v1())?;
         log += &guest.kernel_log_since_last()?;
     }
     guest.shutdown()?;
     let timed = transitions(&log);
     let mut rows = Vec::new();
-    for kind in ["patching", "unpatching"] {
+    for (kind, host) in ["patching", "unpatching"].into_iter().zip(&mut host) {
         let of_kind: Vec<&Transition> = timed.iter().filter(|t| t.kind == kind).collect();
         let mut durations: Vec<Duration> = of_kind.iter().map(|t| t.duration()).collect();
         let Some(&worst) = durations.iter().max() else {
-            bail!("no {kind} transition completed in the kernel log on {cpus} CPU(s)");
+            bail!("no {kind} transition completed in the kernel log ({setting})");
         };
-        let what = format!(
-            "{kind}, {cpus} CPU{}, kernel log (median of {})",
-            if cpus == 1 { "" } else { "s" },
-            durations.len()
-        );
+        let what = format!("{kind}, {setting}: kernel log (median of {})", durations.len());
         rows.push(Row::new(&what, median(&mut durations)).note(format!(
             "max {}; {}",
             ms(worst),
             tries_note(&of_kind)
         )));
+        let command = match kind {
+            "patching" => "insmod",
+            _ => "echo 0 > enabled",
+        };
+        rows.push(Row::new(
+            &format!("{kind}, {setting}: host, {command} + wait (median)"),
+            median(host),
+        ));
     }
     Ok(rows)
 }
@@ -567,7 +613,7 @@ impl Row {
 
 fn table(spec: &KernelSpec, load: &str, rows: &[Row]) -> String {
     let mut out = format!(
-        "klp-harness bench on {} ({} host CPUs, load average {load} at the start)\n{:<48} {:>10}  {}\n",
+        "klp-harness bench on {} ({} host CPUs, load average {load} at the start)\n{:<64} {:>10}  {}\n",
         spec.name,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         "measure",
@@ -584,7 +630,7 @@ fn table(spec: &KernelSpec, load: &str, rows: &[Row]) -> String {
             )
         });
         let against = row.note.clone().unwrap_or(against);
-        let _ = writeln!(out, "{:<48} {:>10}  {against}", row.what, ms(row.value));
+        let _ = writeln!(out, "{:<64} {:>10}  {against}", row.what, ms(row.value));
     }
     out
 }

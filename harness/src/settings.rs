@@ -79,6 +79,13 @@ pub const KNOBS: &[Knob] = &[
         what: "QEMU's accelerator",
     },
     Knob {
+        name: "KLP_HARNESS_CLOCK",
+        form: "counted|real",
+        accepts: "counted or real",
+        default: "counted where QEMU can count it (TCG, one guest CPU), else real",
+        what: "the guest's clock: counted in instructions, skipping idle time, or real time",
+    },
+    Knob {
         name: "KLP_HARNESS_SNAPSHOTS",
         form: "0|1",
         accepts: "0 or 1",
@@ -115,6 +122,16 @@ pub enum AccelChoice {
     Tcg,
 }
 
+/// How the guest's clock should run: from `KLP_HARNESS_CLOCK`, or a
+/// scenario's `clock:`. What each means, and when a guest gets it, is in
+/// `vm::clock`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockChoice {
+    Counted,
+    Real,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QemuChoice {
     Auto,
@@ -133,6 +150,7 @@ pub struct Settings {
     pub transition_timeout: Duration,
     pub selftest_timeout: Duration,
     pub accel: AccelChoice,
+    pub clock: ClockChoice,
     pub snapshots: bool,
     pub qemu: QemuChoice,
     pub no_install: bool,
@@ -198,6 +216,11 @@ impl Settings {
             Some("tcg") => AccelChoice::Tcg,
             Some(other) => bail!("KLP_HARNESS_ACCEL={other}: expected kvm or tcg"),
         };
+        let clock = match text("KLP_HARNESS_CLOCK")?.as_deref() {
+            None | Some("counted") => ClockChoice::Counted,
+            Some("real") => ClockChoice::Real,
+            Some(other) => bail!("KLP_HARNESS_CLOCK={other}: expected counted or real"),
+        };
         let qemu = match text("KLP_HARNESS_QEMU")?.as_deref() {
             None => QemuChoice::Auto,
             Some("host") => QemuChoice::Host,
@@ -222,6 +245,7 @@ impl Settings {
             transition_timeout: seconds("KLP_HARNESS_TRANSITION_TIMEOUT", 15)?,
             selftest_timeout: seconds("KLP_HARNESS_SELFTEST_TIMEOUT", 300)?,
             accel,
+            clock,
             snapshots: switch("KLP_HARNESS_SNAPSHOTS", true)?,
             qemu,
             no_install: switch("KLP_HARNESS_NO_INSTALL", false)?,
@@ -294,6 +318,7 @@ mod tests {
         let settings = parse(&[]).unwrap();
         assert_eq!(settings.boot_timeout, Duration::from_secs(120));
         assert_eq!(settings.accel, AccelChoice::Probe);
+        assert_eq!(settings.clock, ClockChoice::Counted);
         assert!(settings.snapshots);
         assert_eq!(settings.debian_mirror, "http://deb.debian.org");
     }
@@ -307,6 +332,10 @@ mod tests {
         assert_eq!(
             error(&[("KLP_HARNESS_ACCEL", "KVM")]),
             "KLP_HARNESS_ACCEL=KVM: expected kvm or tcg"
+        );
+        assert_eq!(
+            error(&[("KLP_HARNESS_CLOCK", "icount")]),
+            "KLP_HARNESS_CLOCK=icount: expected counted or real"
         );
         assert_eq!(
             error(&[("KLP_HARNESS_SNAPSHOTS", "no")]),
@@ -336,6 +365,7 @@ mod tests {
             ("KLP_HARNESS_BOOT_TIMEOUT", "30"),
             ("KLP_HARNESS_ACCEL", "tcg"),
             ("KLP_HARNESS_SNAPSHOTS", "0"),
+            ("KLP_HARNESS_CLOCK", "real"),
             ("KLP_HARNESS_QEMU", "private"),
             ("KLP_HARNESS_DEBIAN_MIRROR", "http://mirror.example/"),
         ])
@@ -343,6 +373,7 @@ mod tests {
         assert_eq!(settings.boot_timeout, Duration::from_secs(30));
         assert_eq!(settings.accel, AccelChoice::Tcg);
         assert!(!settings.snapshots);
+        assert_eq!(settings.clock, ClockChoice::Real);
         assert_eq!(settings.qemu, QemuChoice::Private);
         assert_eq!(settings.debian_mirror, "http://mirror.example");
     }

@@ -58,6 +58,8 @@ struct JsonVerdict<'a> {
     known_bug: Option<JsonKnownBug<'a>>,
     seconds: f64,
     accel: Option<&'static str>,
+    /// The guest's clock: "counted" (instructions, idle time skipped) or "real".
+    clock: Option<&'static str>,
     ready_seconds: Option<f64>,
     init_uptime_seconds: Option<f64>,
     /// Started from a saved guest state instead of booting.
@@ -161,6 +163,7 @@ fn json_row(v: &Verdict) -> JsonVerdict<'_> {
         known_bug,
         seconds: v.duration.as_secs_f64(),
         accel: v.accel,
+        clock: v.clock,
         ready_seconds: v.boot.map(|b| b.ready.as_secs_f64()),
         init_uptime_seconds: v.boot.map(|b| b.init_uptime.as_secs_f64()),
         restored: v.boot.map(|b| b.restored),
@@ -365,7 +368,7 @@ pub fn repro_table(verdicts: &[Verdict]) -> String {
     out
 }
 
-/// A plain-text table: scenario, kernel, result, time, accelerator, and the
+/// A plain-text table: scenario, kernel, result, time, accelerator, guest clock, and the
 /// boot: QEMU start to guest ready, next to the kernel's uptime at /init
 /// (or "saved" when the guest started from a saved state).
 pub fn table(verdicts: &[Verdict]) -> String {
@@ -375,9 +378,10 @@ pub fn table(verdicts: &[Verdict]) -> String {
         "result",
         "time",
         "accel",
+        "clock",
         "ready (init)",
     ];
-    let rows: Vec<[String; 6]> = verdicts
+    let rows: Vec<[String; 7]> = verdicts
         .iter()
         .map(|v| {
             [
@@ -386,6 +390,7 @@ pub fn table(verdicts: &[Verdict]) -> String {
                 outcome_word(&v.outcome),
                 format!("{:.1}s", v.duration.as_secs_f64()),
                 v.accel.unwrap_or("-").to_string(),
+                v.clock.unwrap_or("-").to_string(),
                 v.boot.map_or("-".to_string(), |boot| match boot.restored {
                     true => format!("{:.2}s (saved)", boot.ready.as_secs_f64()),
                     false => format!(
@@ -403,7 +408,7 @@ pub fn table(verdicts: &[Verdict]) -> String {
             *width = (*width).max(cell.len());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let line = |cells: [&str; 7]| {
         let padded: Vec<String> = cells
             .iter()
             .zip(widths)
@@ -413,7 +418,7 @@ pub fn table(verdicts: &[Verdict]) -> String {
     };
     let mut out = line(header);
     for row in &rows {
-        out += &line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
+        out += &line(row.each_ref().map(String::as_str));
     }
     out += &format!("{}\n", Counts::of(verdicts));
     out
@@ -431,6 +436,7 @@ mod tests {
             outcome,
             duration: Duration::from_millis(1500),
             accel: Some("tcg"),
+            clock: Some("counted"),
             boot: None,
             kernel_version: Some("6.12.117".into()),
             guest_time: None,
@@ -525,7 +531,7 @@ mod tests {
         let fail_row = table.lines().find(|line| line.contains("FAIL")).unwrap();
         assert_eq!(
             fail_row.split_whitespace().collect::<Vec<_>>(),
-            ["s", "k", "FAIL", "1.5s", "tcg", "-"]
+            ["s", "k", "FAIL", "1.5s", "tcg", "counted", "-"]
         );
         let bug_row = table
             .lines()

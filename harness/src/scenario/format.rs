@@ -45,6 +45,14 @@ pub struct ScenarioFile {
     #[serde(default)]
     #[schemars(with = "Option<u32>")]
     pub cpus: Option<Spanned<u32>>,
+    /// The guest's clock under TCG: `counted` (the default with one CPU)
+    /// counts guest time in instructions and skips idle time, so waits for
+    /// klp's retries and `sleep` cost no host time; `real` runs it in real
+    /// time. Guests with more than one CPU, and guests under KVM, always
+    /// run on the real clock.
+    #[serde(default)]
+    #[schemars(with = "Option<crate::settings::ClockChoice>")]
+    pub clock: Option<Spanned<crate::settings::ClockChoice>>,
     /// Check every step against the reference model as well: the step's
     /// outcome (success or errno) and every file under
     /// /sys/kernel/livepatch, /sys/kernel/klp_features and

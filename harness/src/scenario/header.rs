@@ -7,6 +7,7 @@ use crate::fixture::{self, ExternalDir, Fixture, FixtureSource};
 use crate::kernel::behaviour::{self, Behaviour};
 use crate::kernel::version;
 use crate::project::Project;
+use crate::settings::ClockChoice;
 use crate::yaml::Position;
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -26,6 +27,8 @@ pub struct Header {
     pub fix: Option<&'static Behaviour>,
     /// Guest CPUs.
     pub cpus: u32,
+    /// The clock the scenario asks for, if any.
+    pub clock: Option<ClockChoice>,
 }
 
 /// Kernel log lines and taint flags a scenario tolerates.
@@ -96,6 +99,19 @@ pub fn check(project: &Project, file: &Path, raw: &ScenarioFile) -> Result<Heade
             crate::vm::MAX_CPUS
         ),
     };
+
+    let clock = raw.clock.as_ref().map(|clock| clock.value);
+    if let Some(counted) = raw
+        .clock
+        .as_ref()
+        .filter(|clock| clock.value == ClockChoice::Counted && cpus > 1)
+    {
+        bail!(
+            "{}: clock: counted needs one CPU ({}); expected `clock: real` or no `clock:` with cpus: {cpus}",
+            at(&counted.referenced),
+            crate::vm::clock::MANY_CPUS
+        );
+    }
 
     let mut requires = Requirements::default();
     if let Some(version) = &raw.requires.min_version {
@@ -188,6 +204,7 @@ pub fn check(project: &Project, file: &Path, raw: &ScenarioFile) -> Result<Heade
         needs_kernel_source,
         allow,
         cpus,
+        clock,
     })
 }
 

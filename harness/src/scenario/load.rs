@@ -9,6 +9,7 @@ use super::steps::{check_order, check_steps, BlockContext};
 use crate::fixture::Fixture;
 use crate::kernel::behaviour::Behaviour;
 use crate::project::Project;
+use crate::settings::ClockChoice;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,8 @@ pub struct Scenario {
     pub fix: Option<&'static Behaviour>,
     /// Guest CPUs.
     pub cpus: u32,
+    /// The clock the scenario asks for, if any (`vm::clock::choose`).
+    pub clock: Option<ClockChoice>,
 }
 
 pub fn load(project: &Project, file: &Path) -> Result<Scenario> {
@@ -81,6 +84,7 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         fresh_boot: raw.fresh_boot,
         fix: header.fix,
         cpus: header.cpus,
+        clock: header.clock,
     })
 }
 
@@ -133,7 +137,7 @@ mod tests {
     #[test]
     fn misspelt_top_level_key() {
         let err = error_of("description: d\nfixture: [klp_target]\nsteps: []\n");
-        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, rules, kernels, requires, fixtures, external, steps, fresh_boot, cpus, follow_model, allow, fix");
+        assert_eq!(err, "s.yaml:2:1: unknown field `fixture`, expected one of description, rules, kernels, requires, fixtures, external, steps, fresh_boot, cpus, clock, follow_model, allow, fix");
     }
 
     #[test]
@@ -168,6 +172,28 @@ mod tests {
         assert_eq!(
             scenario.steps[1].within,
             Some(std::time::Duration::from_secs(4))
+        );
+    }
+
+    #[test]
+    fn a_clock_is_counted_or_real() {
+        let text = format!("clock: real\n{HEAD}  - load: klp_target\n");
+        let scenario = parse(&project(), Path::new("s.yaml"), &text).unwrap();
+        assert_eq!(scenario.clock, Some(ClockChoice::Real));
+        let text = format!("{HEAD}  - load: klp_target\n");
+        let scenario = parse(&project(), Path::new("s.yaml"), &text).unwrap();
+        assert_eq!(scenario.clock, None);
+        let err = error_of(&format!("clock: fast\n{HEAD}  - load: klp_target\n"));
+        assert!(
+            err.starts_with("s.yaml:1:8: unknown variant `fast`, expected one of counted, real"),
+            "{err}"
+        );
+        let err = error_of(&format!(
+            "cpus: 2\nclock: counted\n{HEAD}  - load: klp_target\n"
+        ));
+        assert!(
+            err.starts_with("s.yaml:2:8: clock: counted needs one CPU ("),
+            "{err}"
         );
     }
 

@@ -213,6 +213,8 @@ fn boot(
         &cache.root().join("probe"),
     );
     verdict.accel = Some(accel.name());
+    let clock = vm::clock::choose(accel, scenario.cpus, scenario.clock);
+    verdict.clock = Some(clock.name());
     let config = VmConfig {
         qemu,
         arch: kernel.arch.clone(),
@@ -222,6 +224,7 @@ fn boot(
         memory_mb: 512,
         cpus: scenario.cpus,
         accel,
+        clock,
         interactive,
         incoming: None,
         earlier_console: None,

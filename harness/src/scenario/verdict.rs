@@ -187,6 +187,8 @@ pub struct Verdict {
     pub outcome: Outcome,
     pub duration: Duration,
     pub accel: Option<&'static str>,
+    /// The guest's clock, "counted" or "real" (`vm::clock`).
+    pub clock: Option<&'static str>,
     pub boot: Option<BootTimes>,
     /// The kernel's upstream version, once known.
     pub kernel_version: Option<String>,
@@ -205,6 +207,7 @@ impl Verdict {
             outcome: Outcome::Pass,
             duration: Duration::ZERO,
             accel: None,
+            clock: None,
             boot: None,
             kernel_version: spec.version_hint(),
             guest_time: None,

@@ -7,11 +7,13 @@
 //! no QEMU process outlives a test, even one that is killed.
 
 mod accel;
+pub mod clock;
 mod console;
 mod interact;
 mod state;
 
 pub use accel::Accel;
+pub use clock::GuestClock;
 pub use console::Console;
 pub use interact::interact;
 
@@ -38,6 +40,7 @@ pub struct VmConfig {
     pub memory_mb: u32,
     pub cpus: u32,
     pub accel: Accel,
+    pub clock: GuestClock,
     /// Start a shell on ttyS0 too, and keep QEMU's stdin (the serial
     /// console's input) for `klp-harness shell`.
     pub interactive: bool,
@@ -242,6 +245,7 @@ impl Drop for Vm {
 pub fn hardware_args(config: &VmConfig) -> Vec<String> {
     let mut args = config.arch.record.qemu.machine.clone();
     args.extend(config.accel.qemu_args(&config.arch));
+    args.extend(config.clock.qemu_args());
     args.extend([
         "-m".to_string(),
         config.memory_mb.to_string(),
