@@ -371,7 +371,10 @@ fn transition_times(context: &Context, setting: &GuestSetting) -> Result<Vec<Row
         let Some(&worst) = durations.iter().max() else {
             bail!("no {kind} transition completed in the kernel log ({setting})");
         };
-        let what = format!("{kind}, {setting}: kernel log (median of {})", durations.len());
+        let what = format!(
+            "{kind}, {setting}: kernel log (median of {})",
+            durations.len()
+        );
         rows.push(Row::new(&what, median(&mut durations)).note(format!(
             "max {}; {}",
             ms(worst),
@@ -379,7 +382,7 @@ fn transition_times(context: &Context, setting: &GuestSetting) -> Result<Vec<Row
         )));
         let command = match kind {
             "patching" => "insmod",
-            _ => "echo 0 > enabled",
+            _ => "disable",
         };
         rows.push(Row::new(
             &format!("{kind}, {setting}: host, {command} + wait (median)"),

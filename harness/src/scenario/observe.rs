@@ -14,7 +14,8 @@ const LIVEPATCH: &str = "/sys/kernel/livepatch";
 pub const SNAPSHOT_COMMAND: &str =
     "grep -r . /sys/kernel/livepatch /sys/kernel/klp_features /sys/kernel/klp_target 2>/dev/null; true";
 
-/// Shell that waits (bounded) until the patch's `transition` is not 1;
+/// Shell that waits until the patch's `transition` is not 1, for at most
+/// `limit` on the guest's clock (/proc/uptime, in hundredths of a second);
 /// succeeds when the transition has ended or the patch has left sysfs.
 /// A read that fails means the patch is leaving: when the attribute goes
 /// away under it, a read can get "1" and then fail, so its value is not
@@ -27,13 +28,15 @@ pub const SNAPSHOT_COMMAND: &str =
 /// kernel/livepatch/core.c), which can run after the wait saw
 /// `transition` 0. One brace group, so that `A && WAIT && B` chains.
 pub fn wait_transition_command(name: &str, limit: Duration) -> String {
-    let rounds = (limit.as_millis() / 5).max(1);
+    let hundredths = (limit.as_millis() / 10).max(1);
+    // "12.05" -> 1205; `1${up#*.} - 100` keeps "05" from reading as octal.
+    let now = "read -r up _ < /proc/uptime; now=$((${up%.*} * 100 + 1${up#*.} - 100))";
     format!(
-        "{{ [ -p {PAUSE_FIFO} ] || mkfifo {PAUSE_FIFO}; n=0; \
+        "{{ [ -p {PAUSE_FIFO} ] || mkfifo {PAUSE_FIFO}; {now}; end=$((now + {hundredths})); \
          while {{ read -r t < {LIVEPATCH}/{name}/transition; }} 2>/dev/null || t=gone; \
-         [ \"$t\" = 1 ] && [ $n -lt {rounds} ]; do n=$((n+1)); read -t 0.005 p <> {PAUSE_FIFO}; done; \
+         [ \"$t\" = 1 ] && [ $now -lt $end ]; do read -t 0.005 p <> {PAUSE_FIFO}; {now}; done; \
          while [ \"$t\" != 1 ] && {{ read -r e < {LIVEPATCH}/{name}/enabled; }} 2>/dev/null && [ \"$e\" = 0 ] \
-         && [ $n -lt {rounds} ]; do n=$((n+1)); read -t 0.005 p <> {PAUSE_FIFO}; done; \
+         && [ $now -lt $end ]; do read -t 0.005 p <> {PAUSE_FIFO}; {now}; done; \
          [ \"$t\" != 1 ]; }}"
     )
 }
@@ -360,9 +363,14 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(40), "{out:?}");
         std::fs::remove_file(&enabled).unwrap();
         // Still in transition: the bounded wait fails, and the chain stops.
+        // The bound is time on the clock, however long each round takes.
         std::fs::write(&transition, "1\n").unwrap();
+        let started = std::time::Instant::now();
         let out = sh(&format!("{wait} && echo after || echo still"));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "still\n");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(40), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
 
         let tries = dir.path().join("tries");
         let third = format!("echo x >> {0}; [ $(wc -l < {0}) -ge 3 ]", tries.display());
