@@ -1,6 +1,6 @@
 //! The sysfs files the model predicts, in the format of the per-step
-//! snapshot (`grep -r .` over the livepatch, feature and target
-//! directories: one `path:value` line per file).
+//! snapshot: one `path:value` line per file under the livepatch, feature
+//! and target directories, as `grep -r .` prints them.
 
 use super::state::Patch;
 use super::state::Target;

@@ -10,9 +10,16 @@ use std::time::Duration;
 const LIVEPATCH: &str = "/sys/kernel/livepatch";
 
 /// Every readable file under the livepatch, feature and target sysfs
-/// directories, one `path:value` per line.
+/// directories, one `path:value` per line, as `grep -r .` prints them,
+/// but read by shell builtins: a step takes one, and under TCG the fork
+/// and exec of grep cost 5 to 6 ms of the guest's time where the
+/// builtins take 3. The globs reach every depth that holds attributes:
+/// livepatch/PATCH/ATTR, livepatch/PATCH/OBJECT/patched,
+/// klp_features/ID/ATTR and klp_target/ATTR. Every attribute is one line.
 pub const SNAPSHOT_COMMAND: &str =
-    "grep -r . /sys/kernel/livepatch /sys/kernel/klp_features /sys/kernel/klp_target 2>/dev/null; true";
+    "for f in /sys/kernel/livepatch/*/* /sys/kernel/livepatch/*/*/* \
+     /sys/kernel/klp_features/*/* /sys/kernel/klp_target/*; do \
+     [ -f \"$f\" ] && { IFS= read -r v < \"$f\"; } 2>/dev/null && echo \"$f:$v\"; done; true";
 
 /// Shell that waits until the patch's `transition` is not 1, for at most
 /// `limit` on the guest's clock (/proc/uptime, in hundredths of a second);
@@ -382,6 +389,42 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&tries).unwrap().lines().count(), 3);
         let never = in_dir(retry_command("false", 2));
         assert!(!sh(&format!("{never} && echo done")).status.success());
+    }
+
+    #[test]
+    fn the_snapshot_reads_what_grep_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        let files = [
+            ("livepatch/p/enabled", "1\n"),
+            ("livepatch/p/vmlinux/patched", "1\n"),
+            ("livepatch/p/klp_target/patched", "0\n"),
+            ("klp_features/1/name", "demo-fix\n"),
+            ("klp_target/status", "klp_cumul_v2 f1=v2 \n"),
+            ("klp_target/empty", ""),
+        ];
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("livepatch/p/vmlinux/func,1")).unwrap();
+        let local = |command: &str| command.replace("/sys/kernel", &root);
+        let lines = |command: &str| {
+            let out = sh(&local(command));
+            assert!(out.status.success(), "{out:?}");
+            let mut lines: Vec<String> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            lines.sort();
+            lines
+        };
+        let grep =
+            "grep -r . /sys/kernel/livepatch /sys/kernel/klp_features /sys/kernel/klp_target";
+        assert_eq!(lines(SNAPSHOT_COMMAND), lines(grep));
+        assert_eq!(lines(SNAPSHOT_COMMAND).len(), 5);
     }
 
     #[test]
