@@ -28,7 +28,9 @@ enum Lost {
 /// Read the control channel until `done` accepts what has arrived (it is
 /// asked after each complete line). rexpect's own expect sleeps 100 ms
 /// whenever nothing has matched yet, which would be most of a command's
-/// cost; this polls its reader every millisecond instead.
+/// cost; this polls its reader every millisecond at first, then less
+/// often while a command runs long (a transition), so that two guests and
+/// the harness share two host CPUs with fewer wake-ups.
 fn poll_lines<T>(
     session: &mut StreamSession<UnixStream>,
     console: &crate::vm::Console,
@@ -36,8 +38,10 @@ fn poll_lines<T>(
     done: impl Fn(&str) -> Option<T>,
 ) -> std::result::Result<T, Lost> {
     let mut text = String::new();
+    let mut idle_polls = 0u32;
     loop {
         while let Some(c) = session.try_read() {
+            idle_polls = 0;
             text.push(c);
             if c == '\n' {
                 if let Some(found) = done(&text) {
@@ -52,8 +56,19 @@ fn poll_lines<T>(
         if Instant::now() >= deadline {
             return Err(Lost::Timeout);
         }
-        std::thread::sleep(Duration::from_millis(1));
+        idle_polls += 1;
+        std::thread::sleep(poll_pause(idle_polls));
     }
+}
+
+/// 1 ms for the first 20 quiet polls, then up to 4 ms: a command that has
+/// been quiet for 20 ms is seldom about to answer.
+fn poll_pause(quiet_polls: u32) -> Duration {
+    Duration::from_millis(match quiet_polls {
+        0..=20 => 1,
+        21..=40 => 2,
+        _ => 4,
+    })
 }
 
 /// If `text` ends with the line `<marker><status>@@`, the output before it
