@@ -100,6 +100,9 @@ pub fn command_line(config: &VmConfig) -> String {
     }
 }
 
+/// The descriptor QEMU reads a saved state from (`-incoming fd:3`).
+const INCOMING_FD: i32 = 3;
+
 /// Tells /init to start a shell on the console as well (see init.sh).
 const SHELL_FLAG: &str = "klp.shell";
 
@@ -134,12 +137,14 @@ impl Vm {
                 "socket,id=control,path={},server=on,wait=on",
                 socket.display()
             ))
-            .args(config.incoming.iter().flat_map(|state| {
-                [
-                    "-incoming".to_string(),
-                    format!("exec:cat '{}'", state.display()),
-                ]
-            }))
+            // QEMU reads a saved state from the file itself, as fd 3: no
+            // shell and `cat` to start, and no pipe to copy it through.
+            .args(
+                config
+                    .incoming
+                    .iter()
+                    .flat_map(|_| ["-incoming".to_string(), format!("fd:{INCOMING_FD}")]),
+            )
             .stdin(if config.interactive {
                 Stdio::piped()
             } else {
@@ -147,13 +152,34 @@ impl Vm {
             })
             .stdout(Stdio::piped());
         // The log starts with the command line, so a failed start can be re-run by hand.
-        writeln!(qemu_log, "{}\n", shell_words(&command))?;
+        let state_input = config.incoming.as_ref().map_or(String::new(), |state| {
+            format!(" {INCOMING_FD}< '{}'", state.display())
+        });
+        writeln!(qemu_log, "{}{state_input}\n", shell_words(&command))?;
         command.stderr(qemu_log);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to send
-        // SIGKILL to QEMU when the thread that started it goes away.
+        let incoming = match &config.incoming {
+            Some(state) => Some(
+                std::fs::File::open(state)
+                    .with_context(|| format!("cannot open the saved state {}", state.display()))?,
+            ),
+            None => None,
+        };
+        let incoming_fd = incoming.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        // SAFETY: prctl and dup2 are async-signal-safe. prctl asks the
+        // kernel to send SIGKILL to QEMU when the thread that started it
+        // goes away; dup2 hands QEMU the saved state (without close-on-exec).
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // dup2 onto itself would keep close-on-exec.
+                let handed = match incoming_fd {
+                    Some(fd) if fd == INCOMING_FD => libc::fcntl(fd, libc::F_SETFD, 0),
+                    Some(fd) => libc::dup2(fd, INCOMING_FD),
+                    None => 0,
+                };
+                if handed < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
