@@ -214,7 +214,9 @@ pub struct Expect {
     #[schemars(with = "BTreeMap<String, String>")]
     pub files: BTreeMap<String, Spanned<String>>,
     /// Lines that the kernel logged during this step, in this order
-    /// (other lines may come between them).
+    /// (other lines may come between them). On a `wait` step: since the
+    /// step that started or reversed the transition, which klp's retry
+    /// may complete during any step in between.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub log: Vec<Spanned<String>>,
@@ -223,7 +225,8 @@ pub struct Expect {
     #[schemars(with = "Option<String>")]
     pub output: Option<Spanned<String>>,
     /// Fragments that no line this step logged may contain, e.g. a
-    /// replaced patch's callbacks.
+    /// replaced patch's callbacks; on a `wait` step, no line since its
+    /// transition started.
     #[schemars(with = "Vec<String>")]
     #[serde(default)]
     pub not_logged: Vec<Spanned<String>>,

@@ -13,6 +13,7 @@ use crate::guest::Guest;
 use crate::kernel::behaviour::Profile;
 use crate::model::Response;
 use anyhow::{bail, Result};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,6 +69,9 @@ pub fn run_steps(
 ) -> Result<()> {
     let limits = settings.limits;
     std::fs::create_dir_all(&settings.snapshots)?;
+    // Transitions started without a wait: module ──> what the kernel has
+    // logged since.
+    let mut open = BTreeMap::new();
     for (order, step) in steps.iter().enumerate() {
         let _ = writeln!(
             trace,
@@ -75,6 +79,11 @@ pub fn run_steps(
             step.label, step.position, step.action
         );
         let mut snapshot = None;
+        let mut step_log = String::new();
+        let earlier_log = match step.action.kind {
+            Kind::Wait => open.remove(&fixture::module_name(&step.action.operand)),
+            _ => None,
+        };
         let result = run_step(
             guest,
             step,
@@ -82,10 +91,12 @@ pub fn run_steps(
                 limits,
                 allowed_log: &scenario.allow.log,
                 follower: settings.follower.as_mut(),
+                earlier_log: earlier_log.as_deref().unwrap_or_default(),
             },
             trace,
-            &mut snapshot,
+            (&mut snapshot, &mut step_log),
         );
+        record_open_transitions(&mut open, step, &step_log);
         // A step that failed early has none yet; the guest may be gone.
         let snapshot = match snapshot {
             Some(taken) => taken,
@@ -138,6 +149,26 @@ struct StepContext<'a> {
     limits: Limits,
     allowed_log: &'a [String],
     follower: Option<&'a mut Follower>,
+    /// For a `wait`: what the kernel logged since its transition started,
+    /// which its `log` and `not_logged` expectations cover too. klp's
+    /// retry may complete the transition during an earlier step (a
+    /// `release`), or while the harness is between steps.
+    earlier_log: &'a str,
+}
+
+/// Keep what each transition started without a wait has logged so far.
+fn record_open_transitions(open: &mut BTreeMap<String, String>, step: &CheckedStep, log: &str) {
+    for logged in open.values_mut() {
+        logged.push_str(log);
+    }
+    let starts = match step.action.kind {
+        Kind::Load | Kind::Disable => !step.wait_transition && step.expected_errno.is_none(),
+        Kind::Reverse => step.expected_errno.is_none(),
+        _ => false,
+    };
+    if starts {
+        open.insert(fixture::module_name(&step.action.operand), log.to_string());
+    }
 }
 
 fn run_step(
@@ -145,12 +176,13 @@ fn run_step(
     step: &CheckedStep,
     context: StepContext,
     trace: &mut String,
-    snapshot: &mut Option<String>,
+    (snapshot, step_log): (&mut Option<String>, &mut String),
 ) -> Result<()> {
     let StepContext {
         mut limits,
         allowed_log,
         mut follower,
+        earlier_log,
     } = context;
     if let Some(within) = step.within {
         limits.transition = within;
@@ -233,6 +265,7 @@ fn run_step(
     let (log, taken) = guest.kernel_log_since_last_and(observe::SNAPSHOT_COMMAND)?;
     *snapshot = Some(taken.clone());
     trace.push_str(&log);
+    step_log.push_str(&log);
     if let Some(line) = observe::kernel_splat(&log, allowed_log) {
         bail!("the kernel logged a warning or crash: {}", line.trim());
     }
@@ -245,7 +278,11 @@ fn run_step(
             line.trim()
         );
     }
-    check_expectations(guest, step, &log)?;
+    let window = match earlier_log.is_empty() {
+        true => Window::Step,
+        false => Window::Transition,
+    };
+    check_expectations(guest, step, &format!("{earlier_log}{log}"), window)?;
     match (prediction.filter(|_| step.follow_model), follower) {
         (Some(prediction), Some(follower)) if prediction.settled => follower.check_files(&taken),
         (Some(_), Some(_)) => {
@@ -287,7 +324,29 @@ fn guest_command(action: &Action, limits: Limits) -> String {
     }
 }
 
-fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Result<()> {
+/// The part of the kernel log that `log` and `not_logged` are checked in.
+#[derive(Clone, Copy)]
+enum Window {
+    Step,
+    /// A `wait` step's transition, from the step that started it.
+    Transition,
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            Window::Step => "kernel log",
+            Window::Transition => "kernel log since the transition started",
+        })
+    }
+}
+
+fn check_expectations(
+    guest: &mut Guest,
+    step: &CheckedStep,
+    log: &str,
+    window: Window,
+) -> Result<()> {
     let expect = &step.expect;
     if let Some(expected) = &expect.patches {
         let found = observe::patch_stack(guest)?;
@@ -334,14 +393,21 @@ fn check_expectations(guest: &mut Guest, step: &CheckedStep, log: &str) -> Resul
     }
     let wanted: Vec<&str> = expect.log.iter().map(|line| line.value.as_str()).collect();
     if let Some(diff) = observe::log_diff(log, &wanted) {
+        let diff = match window {
+            Window::Step => diff,
+            Window::Transition => diff.replace(
+                "\nthis step logged:\n",
+                "\nlogged since the transition started:\n",
+            ),
+        };
         bail!(
-            "kernel log: expected these lines in this order, other lines may come between:\n{diff}"
+            "{window}: expected these lines in this order, other lines may come between:\n{diff}"
         );
     }
     for fragment in &expect.not_logged {
         if let Some(line) = log.lines().find(|line| line.contains(&fragment.value)) {
             bail!(
-                "kernel log: expected no line containing {:?}, found: {}",
+                "{window}: expected no line containing {:?}, found: {}",
                 fragment.value,
                 line.trim()
             );
@@ -464,6 +530,26 @@ pub(super) fn shell_quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_sees_what_its_transition_logged_since_it_started() {
+        let project =
+            crate::project::Project::at(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).unwrap();
+        let text = "description: d\nfixtures: [klp_target, klp_cumul_v1]\nsteps:\n\
+                    \x20 - load: klp_target\n\
+                    \x20 - park: klp_target\n\
+                    \x20 - load: klp_cumul_v1\n    wait_transition: false\n\
+                    \x20 - release: klp_target\n\
+                    \x20 - wait: klp_cumul_v1\n";
+        let scenario = super::super::parse(&project, Path::new("s.yaml"), text).unwrap();
+        let mut open = BTreeMap::new();
+        for (step, log) in scenario.steps.iter().zip(["a\n", "b\n", "c\n", "d\n"]) {
+            record_open_transitions(&mut open, step, log);
+        }
+        // Started at the third step; the release's lines belong to it too.
+        assert_eq!(open.get("klp_cumul_v1").map(String::as_str), Some("c\nd\n"));
+        assert_eq!(open.len(), 1);
+    }
 
     #[test]
     fn reversing_a_missing_patch_fails_without_ending_the_shell() {
