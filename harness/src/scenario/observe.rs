@@ -29,11 +29,14 @@ pub const SNAPSHOT_COMMAND: &str =
 /// trusted then. Nothing in the loop forks: `read` is a shell builtin, and
 /// the pause is a `read -t` on a FIFO nobody writes. Under TCG each fork
 /// costs milliseconds of the guest's CPU, which the transition's own work
-/// (klp's retry, RCU grace periods) then waits for. A patch that ended
-/// disabled is waited for until it has left sysfs too: klp removes it
-/// from a work item after the transition (`klp_free_patch_async()`,
-/// kernel/livepatch/core.c), which can run after the wait saw
-/// `transition` 0. One brace group, so that `A && WAIT && B` chains.
+/// (klp's retry, RCU grace periods) then waits for. Once the transition
+/// has ended, every disabled patch is waited for until it has left sysfs:
+/// the patch just disabled, and the patches an atomic replace just
+/// replaced. klp removes them from work items after the transition
+/// (`klp_free_patch_async()`, `klp_free_replaced_patches_async()`,
+/// kernel/livepatch/transition.c), which can run after the wait saw
+/// `transition` 0; no patch stays in sysfs disabled. One brace group, so
+/// that `A && WAIT && B` chains.
 pub fn wait_transition_command(name: &str, limit: Duration) -> String {
     let hundredths = (limit.as_millis() / 10).max(1);
     // "12.05" -> 1205; `1${up#*.} - 100` keeps "05" from reading as octal.
@@ -42,8 +45,9 @@ pub fn wait_transition_command(name: &str, limit: Duration) -> String {
         "{{ [ -p {PAUSE_FIFO} ] || mkfifo {PAUSE_FIFO}; {now}; end=$((now + {hundredths})); \
          while {{ read -r t < {LIVEPATCH}/{name}/transition; }} 2>/dev/null || t=gone; \
          [ \"$t\" = 1 ] && [ $now -lt $end ]; do read -t 0.005 p <> {PAUSE_FIFO}; {now}; done; \
-         while [ \"$t\" != 1 ] && {{ read -r e < {LIVEPATCH}/{name}/enabled; }} 2>/dev/null && [ \"$e\" = 0 ] \
-         && [ $now -lt $end ]; do read -t 0.005 p <> {PAUSE_FIFO}; {now}; done; \
+         while [ \"$t\" != 1 ] && [ $now -lt $end ]; do g=0; \
+         for e in {LIVEPATCH}/*/enabled; do {{ read -r v < \"$e\"; }} 2>/dev/null && [ \"$v\" = 0 ] && g=1; done; \
+         [ $g = 1 ] || break; read -t 0.005 p <> {PAUSE_FIFO}; {now}; done; \
          [ \"$t\" != 1 ]; }}"
     )
 }
@@ -343,17 +347,16 @@ mod tests {
 
     #[test]
     fn waits_and_retries_chain_as_one_command() {
-        let dir = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
         let in_dir = |command: String| {
             command
-                .replace(
-                    &format!("{LIVEPATCH}/NAME"),
-                    &dir.path().display().to_string(),
-                )
-                .replace(PAUSE_FIFO, &dir.path().join("pause").display().to_string())
+                .replace(LIVEPATCH, &root.path().display().to_string())
+                .replace(PAUSE_FIFO, &root.path().join("pause").display().to_string())
         };
-        // The directory stands in for /sys/kernel/livepatch/NAME.
-        let transition = dir.path().join("transition");
+        // The directories stand in for /sys/kernel/livepatch/NAME and OTHER.
+        let dir = root.path().join("NAME");
+        std::fs::create_dir(&dir).unwrap();
+        let transition = dir.join("transition");
         std::fs::write(&transition, "0\n").unwrap();
         let wait = in_dir(wait_transition_command("NAME", Duration::from_millis(50)));
         let out = sh(&format!("false && {wait} && echo after"));
@@ -362,12 +365,29 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "after\n");
         // Ended disabled: waits (bounded) for the patch to leave sysfs,
         // and then goes on.
-        let enabled = dir.path().join("enabled");
+        let enabled = dir.join("enabled");
         std::fs::write(&enabled, "0\n").unwrap();
         let started = std::time::Instant::now();
         let out = sh(&format!("true && {wait} && echo after"));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "after\n");
         assert!(started.elapsed() >= Duration::from_millis(40), "{out:?}");
+        // Enabled, with a replaced patch still there: waits for it too.
+        std::fs::write(&enabled, "1\n").unwrap();
+        let other = root.path().join("OTHER");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("enabled"), "0\n").unwrap();
+        let started = std::time::Instant::now();
+        let out = sh(&format!("true && {wait} && echo after"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "after\n");
+        assert!(started.elapsed() >= Duration::from_millis(40), "{out:?}");
+        // Gone, or enabled: no wait.
+        std::fs::write(other.join("enabled"), "1\n").unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            String::from_utf8_lossy(&sh(&format!("{wait} && echo after")).stdout),
+            "after\n"
+        );
+        assert!(started.elapsed() < Duration::from_millis(40));
         std::fs::remove_file(&enabled).unwrap();
         // Still in transition: the bounded wait fails, and the chain stops.
         // The bound is time on the clock, however long each round takes.
@@ -379,7 +399,7 @@ mod tests {
         assert!(waited >= Duration::from_millis(40), "{waited:?}");
         assert!(waited < Duration::from_secs(2), "{waited:?}");
 
-        let tries = dir.path().join("tries");
+        let tries = root.path().join("tries");
         let third = format!("echo x >> {0}; [ $(wc -l < {0}) -ge 3 ]", tries.display());
         let out = sh(&format!(
             "{} && echo done",
