@@ -25,6 +25,7 @@ use crate::guest::Guest;
 use crate::kernel::KernelSpec;
 use crate::project::Project;
 use crate::scenario::{self, Outcome, Scenario};
+use crate::vm::GuestClock;
 use anyhow::{bail, Context as _, Result};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -50,14 +51,14 @@ pub struct Options {
 /// A guest's CPUs and clock, whose transition times are compared.
 struct GuestSetting {
     cpus: u32,
-    /// The scenario's `clock:`.
-    clock: &'static str,
+    /// What the scenario's `clock:` asks for.
+    clock: GuestClock,
 }
 
 impl std::fmt::Display for GuestSetting {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let plural = if self.cpus == 1 { "" } else { "s" };
-        write!(f, "{} CPU{plural}, {} clock", self.cpus, self.clock)
+        write!(f, "{} CPU{plural}, {} clock", self.cpus, self.clock.name())
     }
 }
 
@@ -66,15 +67,15 @@ impl std::fmt::Display for GuestSetting {
 const TRANSITION_SETTINGS: [GuestSetting; 3] = [
     GuestSetting {
         cpus: 1,
-        clock: "counted",
+        clock: GuestClock::Counted,
     },
     GuestSetting {
         cpus: 1,
-        clock: "real",
+        clock: GuestClock::Real,
     },
     GuestSetting {
         cpus: 2,
-        clock: "real",
+        clock: GuestClock::Real,
     },
 ];
 
@@ -338,7 +339,8 @@ fn transition_times(context: &Context, setting: &GuestSetting) -> Result<Vec<Row
     } = *context;
     let text = format!(
         "cpus: {}\nclock: {}\n{BENCH_SCENARIO}",
-        setting.cpus, setting.clock
+        setting.cpus,
+        setting.clock.name()
     );
     let bench = scenario::parse(project, Path::new("bench.yaml"), &text)?;
     let mut guest = scenario::boot_guest(project, cache, &bench, spec)?;
