@@ -20,6 +20,8 @@ use walkdir::WalkDir;
 const STAGING: &str = ".building-";
 /// An entry being removed is renamed to `.discarded-<key>-<random>` first.
 const DISCARDED: &str = ".discarded-";
+/// Each kind's entry locks, beside its entries.
+pub const LOCKS: &str = ".locks";
 
 /// Root of the per-user cache, outside any checkout so that clones share it.
 #[derive(Clone, Debug)]
@@ -61,7 +63,7 @@ impl Cache {
         key: &str,
         build: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<PathBuf> {
-        self.sealed_entry(kind, key, |_| false, build)
+        self.checked_entry(kind, key, |_| false, |_| Ok(()), build)
     }
 
     /// `entry`, with the files `sealed` picks (paths relative to the entry)
@@ -74,16 +76,34 @@ impl Cache {
         sealed: impl Fn(&Path) -> bool,
         build: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<PathBuf> {
-        let dir = self.root.join(kind);
+        self.checked_entry(kind, key, sealed, |_| Ok(()), build)
+    }
+
+    /// `sealed_entry`, where `usable` also checks what the entry refers to
+    /// outside itself (a source tree, say): an entry it refuses, with its
+    /// reason, is dropped and built again like a corrupted one.
+    ///
+    /// The returned path is the entry's real path (no link in it), so that
+    /// what is built from it refers to the entry itself, not to a link that
+    /// may go away with the cache that made it.
+    pub fn checked_entry(
+        &self,
+        kind: &str,
+        key: &str,
+        sealed: impl Fn(&Path) -> bool,
+        usable: impl Fn(&Path) -> std::result::Result<(), String>,
+        build: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let check = |target: &Path| seal::check(target).and_then(|()| usable(target));
+        let dir = self.kind_dir(kind)?;
         let target = dir.join(key);
-        if target.exists() && seal::check(&target).is_ok() {
+        if target.exists() && check(&target).is_ok() {
             touch(&target);
             return Ok(target);
         }
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let _lock = self.lock(&lock_name(kind, key))?;
+        let _lock = self.lock_entry(kind, key)?;
         if target.exists() {
-            match seal::check(&target) {
+            match check(&target) {
                 Ok(()) => {
                     touch(&target);
                     return Ok(target);
@@ -101,13 +121,22 @@ impl Cache {
             return Err(self.explain_failure(err, &format!("{kind}/{key}")));
         }
         let staged = staging.keep();
-        fs::rename(&staged, &target).with_context(|| {
-            format!(
-                "cannot publish {} as {}",
-                staged.display(),
-                target.display()
-            )
-        })?;
+        if let Err(err) = fs::rename(&staged, &target) {
+            // Published first by a process that does not share this lock
+            // (a cache of an older harness): theirs is as good as ours.
+            if target.exists() && check(&target).is_ok() {
+                self.discard(&staged)?;
+                self.journal(&format!("found {kind}/{key} published by another process"));
+                return Ok(target);
+            }
+            return Err(err).with_context(|| {
+                format!(
+                    "cannot publish {} as {}",
+                    staged.display(),
+                    target.display()
+                )
+            });
+        }
         self.journal(&format!(
             "built {kind}/{key} in {:.1} s",
             started.elapsed().as_secs_f64()
@@ -115,9 +144,70 @@ impl Cache {
         Ok(target)
     }
 
+    /// The directory of entries of `kind` (made if missing), by its real
+    /// path: a kind reached through a link is the linked directory.
+    pub fn kind_dir(&self, kind: &str) -> Result<PathBuf> {
+        let dir = self.root.join(kind);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        fs::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))
+    }
+
+    /// The lock file of the entry at `entry` (`<kind>/<key>`). It lives
+    /// beside the entries of its kind (`<kind>/.locks/<key>.lock`), in the
+    /// kind's real directory, so that every process that reaches the
+    /// entry, through whatever cache or link, takes the same lock.
+    fn lock_path(entry: &Path) -> Result<PathBuf> {
+        let kind = entry
+            .parent()
+            .with_context(|| format!("{} is no cache entry", entry.display()))?;
+        let kind =
+            fs::canonicalize(kind).with_context(|| format!("cannot resolve {}", kind.display()))?;
+        let locks = kind.join(LOCKS);
+        fs::create_dir_all(&locks).with_context(|| format!("cannot create {}", locks.display()))?;
+        let key = entry.file_name().unwrap_or_default().to_string_lossy();
+        Ok(locks.join(format!("{key}.lock")))
+    }
+
+    /// An exclusive lock on the entry `kind/key`, held until the returned
+    /// file is dropped: for building, replacing or removing it.
+    pub fn lock_entry(&self, kind: &str, key: &str) -> Result<File> {
+        lock_at(&self.kind_dir(kind)?.join(key))
+    }
+
+    /// A shared lock on the entry `kind/key`: for reading an entry that an
+    /// exclusive holder rewrites in place (apt's lists).
+    pub fn lock_entry_shared(&self, kind: &str, key: &str) -> Result<File> {
+        let path = Self::lock_path(&self.kind_dir(kind)?.join(key))?;
+        let file = open_lock(&path)?;
+        file.lock_shared()
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        Ok(file)
+    }
+
+    /// `lock_entry` if no other process holds the lock now.
+    pub fn try_lock_entry(&self, kind: &str, key: &str) -> Result<Option<File>> {
+        let path = Self::lock_path(&self.kind_dir(kind)?.join(key))?;
+        let file = open_lock(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(err)) => {
+                Err(err).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+
     /// Whether the entry at `path` is as it was made; if not, it is dropped
     /// (the caller makes it anew) and the reason returned.
     pub fn check_entry(&self, path: &Path) -> Result<Option<String>> {
+        if seal::check(path).is_ok() {
+            touch(path);
+            return Ok(None);
+        }
+        let _lock = lock_at(path)?;
+        if !path.exists() {
+            return Ok(Some("removed by another process".to_string()));
+        }
         match seal::check(path) {
             Ok(()) => {
                 touch(path);
@@ -193,21 +283,53 @@ impl Cache {
         }
     }
 
-    /// An exclusive lock held until the returned file is dropped.
+    /// An exclusive lock on something of this cache that is no entry
+    /// (nothing another cache reaches), held until the file is dropped.
     pub fn lock(&self, name: &str) -> Result<File> {
         let locks = self.root.join("locks");
         fs::create_dir_all(&locks)?;
         let path = locks.join(format!("{name}.lock"));
-        let file =
-            File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file = open_lock(&path)?;
         file.lock()
             .with_context(|| format!("cannot lock {}", path.display()))?;
         Ok(file)
     }
 }
 
-fn lock_name(kind: &str, key: &str) -> String {
-    format!("{kind}-{key}").replace('/', "-")
+/// An exclusive lock on the cache entry at `entry` (see `Cache::lock_path`).
+pub fn lock_at(entry: &Path) -> Result<File> {
+    let path = Cache::lock_path(entry)?;
+    let file = open_lock(&path)?;
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(file)
+}
+
+/// A lock file, created if missing; one made by another user is opened
+/// for reading, which is all `flock` needs.
+fn open_lock(path: &Path) -> Result<File> {
+    match fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) => Ok(file),
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            File::open(path).with_context(|| format!("cannot open {}", path.display()))
+        }
+        Err(err) => Err(err).with_context(|| format!("cannot open {}", path.display())),
+    }
+}
+
+/// An exclusive lock on a directory itself (`flock` on the directory),
+/// for what lives outside any cache: every process that reaches the
+/// directory shares it, and no lock file is left behind.
+pub fn lock_dir(dir: &Path) -> Result<File> {
+    let file = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    file.lock()
+        .with_context(|| format!("cannot lock {}", dir.display()))?;
+    Ok(file)
 }
 
 /// Mark an entry used now (its directory's modification time), for `gc`.
@@ -308,7 +430,11 @@ mod tests {
         let result = cache.entry("things", "k2", |_| anyhow::bail!("compiler exploded"));
         assert!(result.is_err());
         assert!(!tmp.path().join("things/k2").exists());
-        let leftovers: Vec<_> = fs::read_dir(tmp.path().join("things")).unwrap().collect();
+        let leftovers: Vec<_> = fs::read_dir(tmp.path().join("things"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name() != LOCKS)
+            .collect();
         assert!(leftovers.is_empty(), "staging directory left behind");
     }
 
@@ -339,5 +465,91 @@ mod tests {
         assert_eq!(builds, 2);
         let journal = fs::read_to_string(tmp.path().join("journal.log")).unwrap();
         assert!(journal.contains("dropped things/k3: "), "{journal}");
+    }
+
+    #[test]
+    fn a_kind_reached_through_a_link_shares_its_owners_locks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let owner = Cache::at(tmp.path().join("owner")).unwrap();
+        let other = Cache::at(tmp.path().join("other")).unwrap();
+        fs::create_dir_all(owner.root().join("builds")).unwrap();
+        std::os::unix::fs::symlink(owner.root().join("builds"), other.root().join("builds"))
+            .unwrap();
+        let held = owner.lock_entry("builds", "k").unwrap();
+        assert!(other.try_lock_entry("builds", "k").unwrap().is_none());
+        assert!(other
+            .try_lock_entry("builds", "other-key")
+            .unwrap()
+            .is_some());
+        drop(held);
+        assert!(other.try_lock_entry("builds", "k").unwrap().is_some());
+        // Entries are named by their real path, not the link's.
+        let path = other.entry("builds", "k", |_| Ok(())).unwrap();
+        assert_eq!(
+            path,
+            fs::canonicalize(owner.root().join("builds/k")).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_entry_published_by_another_process_first_is_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().to_path_buf()).unwrap();
+        let path = cache
+            .entry("things", "k4", |dir| {
+                // What a process that does not share the lock publishes meanwhile.
+                let theirs = dir.parent().unwrap().join("k4");
+                fs::create_dir(&theirs)?;
+                fs::write(theirs.join("out"), "theirs")?;
+                fs::write(dir.join("out"), "ours").map_err(Into::into)
+            })
+            .unwrap();
+        assert_eq!(fs::read_to_string(path.join("out")).unwrap(), "theirs");
+        let journal = fs::read_to_string(tmp.path().join("journal.log")).unwrap();
+        assert!(
+            journal.contains("found things/k4 published by another process"),
+            "{journal}"
+        );
+    }
+
+    #[test]
+    fn an_entry_whose_dependency_is_gone_is_built_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::at(tmp.path().join("cache")).unwrap();
+        let tree = tmp.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        let usable = |dir: &Path| match dir.join("tree").exists() {
+            true => Ok(()),
+            false => Err("its tree is gone".to_string()),
+        };
+        let mut builds = 0;
+        let mut get = || {
+            cache
+                .checked_entry(
+                    "things",
+                    "k5",
+                    |_| false,
+                    usable,
+                    |dir| {
+                        builds += 1;
+                        std::os::unix::fs::symlink(&tree, dir.join("tree"))?;
+                        Ok(())
+                    },
+                )
+                .unwrap()
+        };
+        get();
+        get();
+        fs::remove_dir(&tree).unwrap();
+        fs::create_dir(&tree).unwrap();
+        get();
+        fs::remove_dir(&tree).unwrap();
+        get();
+        assert_eq!(builds, 2);
+        let journal = fs::read_to_string(tmp.path().join("cache/journal.log")).unwrap();
+        assert!(
+            journal.contains("dropped things/k5: its tree is gone"),
+            "{journal}"
+        );
     }
 }

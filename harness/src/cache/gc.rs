@@ -4,9 +4,9 @@
 //! saved states and fixtures of its old builds). An entry is removed only
 //! under its lock, so nothing a running build holds is touched.
 
-use super::{lock_name, Cache, DISCARDED, STAGING};
+use super::{Cache, DISCARDED, LOCKS, STAGING};
 use anyhow::{Context, Result};
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use walkdir::WalkDir;
@@ -81,38 +81,33 @@ pub fn collect(cache: &Cache, keep: Duration) -> Result<Report> {
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name == LOCKS {
+                continue;
+            }
+            // The lock each candidate's builder or user holds: that of its key.
             let why = if let Some(rest) = name.strip_prefix(STAGING) {
-                // .building-<key>-<random>: its builder holds <kind>-<key>.
+                // .building-<key>-<random>
                 let key = rest.rsplit_once('-').map_or(rest, |(key, _)| key);
-                Some(("a build that did not finish", lock_name(kind, key)))
+                Some(("a build that did not finish", Some(key)))
             } else if name.starts_with(DISCARDED) {
-                Some(("left over from a removal", String::new()))
+                Some(("left over from a removal", None))
             } else if kind == "builds" && !path.join(BUILD_MARKER).exists() {
-                Some((
-                    "a kernel build that did not finish",
-                    format!("build-{name}"),
-                ))
+                Some(("a kernel build that did not finish", Some(name.as_str())))
             } else if unused_for(&path, now) > keep {
-                let lock = if kind == "builds" {
-                    format!("build-{name}")
-                } else {
-                    lock_name(kind, &name)
-                };
-                Some(("not used recently", lock))
+                Some(("not used recently", Some(name.as_str())))
             } else {
                 None
             };
-            let Some((why, lock)) = why else {
+            let Some((why, key)) = why else {
                 continue;
             };
-            // Held by a process building it right now: leave it.
-            let _guard = if lock.is_empty() {
-                None
-            } else {
-                match try_lock(cache, &lock)? {
+            // Held by a process building or using it right now: leave it.
+            let _guard = match key {
+                Some(key) => match cache.try_lock_entry(kind, key)? {
                     Some(guard) => Some(guard),
                     None => continue,
-                }
+                },
+                None => None,
             };
             let bytes = size_of(&path);
             remove(cache, &path)?;
@@ -135,20 +130,6 @@ fn unused_for(path: &Path, now: SystemTime) -> Duration {
         .ok()
         .and_then(|modified| now.duration_since(modified).ok())
         .unwrap_or_default()
-}
-
-fn try_lock(cache: &Cache, name: &str) -> Result<Option<File>> {
-    let locks = cache.root().join("locks");
-    fs::create_dir_all(&locks)?;
-    let path = locks.join(format!("{name}.lock"));
-    let file = File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(fs::TryLockError::WouldBlock) => Ok(None),
-        Err(fs::TryLockError::Error(err)) => {
-            Err(err).with_context(|| format!("cannot lock {}", path.display()))
-        }
-    }
 }
 
 fn remove(cache: &Cache, path: &Path) -> Result<()> {
@@ -187,6 +168,7 @@ pub fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     fn age(path: &Path, days: u64) {
         let when = SystemTime::now() - Duration::from_secs(days * 86_400);
@@ -213,7 +195,7 @@ mod tests {
         let complete = make("builds/done", 10);
         fs::write(complete.join(BUILD_MARKER), "6.12\n").unwrap();
         let incomplete = make("builds/half", 10);
-        let _busy = cache.lock("kernels-busy").unwrap();
+        let _busy = cache.lock_entry("kernels", "busy").unwrap();
 
         let report = collect(&cache, Duration::from_secs(30 * 86_400)).unwrap();
         let gone: Vec<&Path> = report.removed.iter().map(|r| r.path.as_path()).collect();

@@ -48,7 +48,7 @@ pub fn boot(config: &VmConfig, limits: StartLimits) -> Result<Guest> {
 /// none yet.
 pub fn start(cache: &Cache, config: &VmConfig, limits: StartLimits) -> Result<Guest> {
     let key = key(config)?;
-    let saved = cache.root().join("snapshots").join(&key);
+    let saved = cache.kind_dir("snapshots")?.join(&key);
     // A state truncated or corrupted on disk is dropped before QEMU reads it.
     if saved.is_dir() {
         if let Some(why) = cache.check_entry(&saved)? {
@@ -66,6 +66,7 @@ pub fn start(cache: &Cache, config: &VmConfig, limits: StartLimits) -> Result<Gu
                 let why = format!("{err:#}\nbooting instead; the saved state is made anew\n");
                 crate::event::emit(crate::event::Event::SavedStateDropped { why: why.clone() });
                 std::fs::write(config.log_dir.join("restore-failed.log"), why)?;
+                let _lock = crate::cache::lock_at(&saved)?;
                 cache.discard(&saved)?;
             }
         }

@@ -50,7 +50,15 @@ pub fn sources_list(suites: &[String]) -> String {
 }
 
 /// apt-get and apt-cache with sources, lists and cache of the harness's own.
+///
+/// apt runs without its own locks here (Debug::NoLocking). The entry's
+/// lock (`Cache::lock_entry`, in the real `apt/` directory, so that every
+/// cache reaching it through a link shares it) stands in: an update of
+/// the lists holds it exclusively, every other use shares it, so that no
+/// reader sees the lists replaced under it.
 pub struct PrivateApt {
+    cache: Cache,
+    key: String,
     dir: PathBuf,
     locks: PathBuf,
     /// A Debian architecture other than the host's, whose packages this
@@ -81,11 +89,21 @@ impl PrivateApt {
             key.add("architecture", architecture);
         }
         let key = key.finish();
-        let dir = cache.root().join("apt").join(key);
+        let dir = cache.kind_dir("apt")?.join(&key);
         fs::create_dir_all(dir.join("lists/partial"))?;
         fs::create_dir_all(dir.join("cache/archives/partial"))?;
-        fs::write(dir.join("sources.list"), sources)?;
+        // Written once, whole: another process's apt may be reading it.
+        let list = dir.join("sources.list");
+        if fs::read_to_string(&list).ok().as_deref() != Some(sources) {
+            let staged = tempfile::NamedTempFile::new_in(&dir)?;
+            fs::write(staged.path(), sources)?;
+            staged
+                .persist(&list)
+                .with_context(|| format!("cannot write {}", list.display()))?;
+        }
         Ok(Self {
+            cache: cache.clone(),
+            key,
             dir,
             locks: cache.root().join("locks"),
             architecture: architecture.map(String::from),
@@ -119,7 +137,13 @@ impl PrivateApt {
         command
     }
 
+    /// `program args` on the lists as they are (no update runs meanwhile).
     pub fn run(&self, program: &str, args: &[&str], cwd: Option<&Path>) -> Result<String> {
+        let _reading = self.cache.lock_entry_shared("apt", &self.key)?;
+        self.run_unlocked(program, args, cwd)
+    }
+
+    fn run_unlocked(&self, program: &str, args: &[&str], cwd: Option<&Path>) -> Result<String> {
         let mut command = self.command(program);
         command.args(args);
         if let Some(cwd) = cwd {
@@ -153,27 +177,17 @@ impl PrivateApt {
 
     fn update_unless(&self, done: impl Fn() -> bool) -> Result<()> {
         ensure_keyring(&self.locks)?;
-        // apt runs without its own locks here (Debug::NoLocking): two
-        // processes must not rewrite the same lists at once.
-        let _lock = self.lock_lists()?;
+        let _writing = self.cache.lock_entry("apt", &self.key)?;
         if done() {
             return Ok(());
         }
         crate::event::emit(crate::event::Event::UpdatingAptLists {
             dir: self.dir.clone(),
         });
-        self.run("apt-get", &["-q", "update"], None).map(drop)
-    }
-
-    fn lock_lists(&self) -> Result<fs::File> {
-        fs::create_dir_all(&self.locks)?;
-        let key = self.dir.file_name().unwrap_or_default().to_string_lossy();
-        let path = self.locks.join(format!("apt-lists-{key}.lock"));
-        let file =
-            fs::File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        file.lock()
-            .with_context(|| format!("cannot lock {}", path.display()))?;
-        Ok(file)
+        self.run_unlocked("apt-get", &["-q", "update"], None)?;
+        self.cache
+            .journal(&format!("updated the lists of apt/{}", self.key));
+        Ok(())
     }
 
     /// When the lists last changed.
@@ -212,6 +226,7 @@ impl PrivateApt {
     /// `apt-get -s install` of `packages` from these lists against the
     /// installed packages listed in `status` (a dpkg status file).
     pub fn simulate_install(&self, packages: &[&str], status: &Path) -> Result<String> {
+        let _reading = self.cache.lock_entry_shared("apt", &self.key)?;
         let mut command = self.command("apt-get");
         command
             .arg("-o")

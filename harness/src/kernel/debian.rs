@@ -94,7 +94,7 @@ pub(super) fn prepare(
         );
     }
     let apt = PrivateApt::new(cache, &prebuilt.suites)?;
-    let resolved = resolve(prebuilt, lock, &apt, cache)?;
+    let resolved = resolve(prebuilt, lock, &apt)?;
     let key = format!("{}-{}", spec.name, spec_hash(spec, lock)?);
     let dir = cache.entry("kernels", &key, |dir| fetch(prebuilt, &resolved, &apt, dir))?;
     let root = dir.join("root");
@@ -116,8 +116,8 @@ pub(super) fn prepare(
 
 /// The ABI pinned in the lock file, or the newest one for which the suites
 /// offer every package (then pinned).
-fn resolve(prebuilt: &Prebuilt, lock: &Path, apt: &PrivateApt, cache: &Cache) -> Result<Resolved> {
-    super::pinned(lock, cache, &prebuilt.abi, || {
+fn resolve(prebuilt: &Prebuilt, lock: &Path, apt: &PrivateApt) -> Result<Resolved> {
+    super::pinned(lock, &prebuilt.abi, || {
         apt.update_if_missing()?;
         let candidates = if prebuilt.abi == "latest" {
             let prefix = format!("linux-image-{}.", prebuilt.series);

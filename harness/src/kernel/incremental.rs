@@ -53,27 +53,52 @@ impl Request<'_> {
     /// Where the build is published, and its key.
     fn published(&self, cache: &Cache) -> Result<(PathBuf, String)> {
         let key = self.key()?;
-        Ok((cache.root().join("builds").join(&key), key))
+        Ok((cache.kind_dir("builds")?.join(&key), key))
     }
+}
+
+/// Whether the published build in `dir` can be used: it finished (its
+/// marker), and the source tree its Makefile includes is still there. A
+/// build refers to its definition's sources by path; if they are gone
+/// (removed by hand, or the cache that held them deleted) it is dropped
+/// and made again.
+fn usable(dir: &Path) -> std::result::Result<(), String> {
+    if !dir.join(MARKER).exists() {
+        return Err("a kernel build that did not finish".to_string());
+    }
+    let source = dir.join(SOURCE);
+    if !source.join("Makefile").is_file() {
+        let target = fs::read_link(&source).unwrap_or(source);
+        return Err(format!("its source tree {} is gone", target.display()));
+    }
+    Ok(())
+}
+
+/// The published build of `request`, if there is a usable one.
+fn published_build(cache: &Cache, request: &Request) -> Result<Option<Built>> {
+    let (dir, key) = request.published(cache)?;
+    if usable(&dir).is_err() {
+        return Ok(None);
+    }
+    crate::cache::touch(&dir);
+    Built::read(dir, key).map(Some)
 }
 
 /// The build of `request`: from the cache, or made in the work directory
 /// and published.
 pub fn build(cache: &Cache, request: &Request) -> Result<Built> {
-    let (dir, key) = request.published(cache)?;
-    if dir.join(MARKER).exists() {
-        crate::cache::touch(&dir);
-        return Built::read(dir, key);
+    if let Some(built) = published_build(cache, request)? {
+        return Ok(built);
     }
     let mut work = WorkDir::open(
         cache,
         request.definition,
         &build::compiler_version(request.arch)?,
     )?;
-    if dir.join(MARKER).exists() {
-        crate::cache::touch(&dir);
-        return Built::read(dir, key);
+    if let Some(built) = published_build(cache, request)? {
+        return Ok(built);
     }
+    let key = request.key()?;
     let started = std::time::Instant::now();
     make(&mut work, request).map_err(|err| cache.explain_failure(err, &format!("builds/{key}")))?;
     let (abi, good) = finished(&work, &key, None)?;
@@ -88,11 +113,7 @@ pub fn build(cache: &Cache, request: &Request) -> Result<Built> {
 
 /// The build of `request` if the cache has it.
 pub fn cached(cache: &Cache, request: &Request) -> Result<Option<Built>> {
-    let (dir, key) = request.published(cache)?;
-    match dir.join(MARKER).exists() {
-        true => Built::read(dir, key).map(Some),
-        false => Ok(None),
-    }
+    published_build(cache, request)
 }
 
 /// Make the work directory hold a finished build of `request` (building
@@ -108,12 +129,8 @@ pub fn seed(cache: &Cache, request: &Request) -> Result<Built> {
 }
 
 fn seed_locked(cache: &Cache, request: &Request, work: &mut WorkDir) -> Result<Built> {
-    let (dir, key) = request.published(cache)?;
-    let published = dir
-        .join(MARKER)
-        .exists()
-        .then(|| Built::read(dir.clone(), key.clone()))
-        .transpose()?;
+    let key = request.key()?;
+    let published = published_build(cache, request)?;
     if work.good().is_some_and(|good| good.key == key) && work.changed_since_good().is_empty() {
         if let Some(built) = published {
             return Ok(built);
@@ -249,15 +266,11 @@ fn publish(
 ) -> Result<Built> {
     let release = build::query(&work.src(), &work.build(), "kernelrelease", request.arch)?;
     let version = build::query(&work.src(), &work.build(), "kernelversion", request.arch)?;
-    let final_dir = cache.root().join("builds").join(key);
-    // A directory without the marker is what an earlier, in-place build
-    // left when it was interrupted.
-    let _lock = cache.lock(&format!("build-{key}"))?;
-    if final_dir.exists() && !final_dir.join(MARKER).exists() {
-        fs::remove_dir_all(&final_dir)
-            .with_context(|| format!("cannot clear {}", final_dir.display()))?;
-    }
-    cache.entry("builds", key, |staging| {
+    let final_dir = cache.kind_dir("builds")?.join(key);
+    // An unusable directory (what an earlier, in-place build left when it
+    // was interrupted, or a build whose sources are gone) is replaced.
+    let no_seal = |_: &Path| false;
+    cache.checked_entry("builds", key, no_seal, usable, |staging| {
         copy_outputs(&work.build(), staging, &request.arch.record.image.path)?;
         // Replaced files need a tree of their own; links cost no data.
         let (source, own) = if request.overlay.is_empty() {

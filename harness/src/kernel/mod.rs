@@ -330,7 +330,7 @@ pub struct Discarded(#[allow(dead_code)] tempfile::TempDir);
 /// mutant's, which has a source tree of its own): nothing else refers to
 /// it, and it is made again from its inputs if ever wanted.
 pub fn discard_variant(cache: &Cache, kernel: &Kernel) -> Result<Discarded> {
-    let builds = cache.root().join("builds");
+    let builds = cache.kind_dir("builds")?;
     let own_tree = kernel.source.as_deref() == Some(kernel.kbuild.join("source").as_path());
     if !own_tree || kernel.kbuild.parent() != Some(builds.as_path()) {
         bail!(
@@ -338,7 +338,7 @@ pub fn discard_variant(cache: &Cache, kernel: &Kernel) -> Result<Discarded> {
             kernel.kbuild.display()
         );
     }
-    let _lock = cache.lock(&format!("build-{}", kernel.id))?;
+    let _lock = cache.lock_entry("builds", &kernel.id)?;
     let trash = tempfile::Builder::new()
         .prefix(".discarded-")
         .tempdir_in(&builds)?;
@@ -413,14 +413,14 @@ fn spec_hash(spec: &KernelSpec, lock: &Path) -> Result<String> {
 /// (and other machines) use the same kernel until the lock is deleted.
 fn pinned<T: serde::de::DeserializeOwned + serde::Serialize>(
     lock: &Path,
-    cache: &Cache,
     wanted: &str,
     resolve: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
     if lock.exists() {
         return crate::yaml::parse_file(lock);
     }
-    let _guard = cache.lock("apt-resolve")?;
+    // Every process that would write this lock file, from any cache.
+    let _guard = crate::cache::lock_dir(lock.parent().unwrap_or(Path::new(".")))?;
     if lock.exists() {
         return crate::yaml::parse_file(lock);
     }

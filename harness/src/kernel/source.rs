@@ -154,7 +154,7 @@ pub fn prepare(
         }
         Origin::Debian(debian) => {
             let apt = PrivateApt::new(cache, &debian.suites)?;
-            let resolved: ResolvedSource = super::pinned(lock, cache, &debian.package, || {
+            let resolved: ResolvedSource = super::pinned(lock, &debian.package, || {
                 apt.update_if_missing()?;
                 let version = apt.version_of(&debian.package)?.with_context(|| {
                     format!("{} is not in {}", debian.package, debian.suites.join(", "))

@@ -83,8 +83,8 @@ impl WorkDir {
     /// Lock the work directory of `definition` (waiting for another
     /// process that holds it), discarding what an interrupted user left.
     pub fn open(cache: &Cache, definition: &str, compiler: &str) -> Result<Self> {
-        let lock = cache.lock(&format!("work-{definition}"))?;
-        let root = cache.root().join("work").join(definition);
+        let lock = cache.lock_entry("work", definition)?;
+        let root = cache.kind_dir("work")?.join(definition);
         let state: State = fs::read(root.join(STATE))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
