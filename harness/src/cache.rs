@@ -221,15 +221,21 @@ impl Cache {
     }
 
     fn drop_entry(&self, path: &Path, why: &str) -> Result<()> {
-        self.journal(&format!(
-            "dropped {}: {why}",
-            path.strip_prefix(&self.root).unwrap_or(path).display()
-        ));
+        self.journal(&format!("dropped {}: {why}", self.name_of(path).display()));
         crate::event::emit(crate::event::Event::CacheEntryDropped {
             path: path.to_path_buf(),
             why: why.to_string(),
         });
         self.discard(path)
+    }
+
+    /// An entry's path as `kind/key`, whether it came through the root or
+    /// by its real path.
+    fn name_of<'a>(&self, path: &'a Path) -> &'a Path {
+        let real_root = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        path.strip_prefix(&self.root)
+            .or_else(|_| path.strip_prefix(&real_root))
+            .unwrap_or(path)
     }
 
     /// Remove an entry: renamed aside first, so that it disappears at once

@@ -4,8 +4,10 @@
 //! `faults::<what>::<kernel>`, like the scenario tests, so that a CI job
 //! for one kernel runs the ones on its kernel. Each runs the real binary
 //! against a scratch cache: entries the fault does not touch (a kernel
-//! already fetched or built) are shared with the suite's cache through
-//! symbolic links, everything the fault is about starts empty.
+//! fetched or built) are shared with the suite's cache through symbolic
+//! links, everything the fault is about starts empty. A shared kernel is
+//! made in the suite's cache first, under its own locks, so that no test
+//! needs a warm cache and none builds the suite's entries in its own.
 
 use klp_harness::cache::Cache;
 use klp_harness::kernel::{self, KernelSpec};
@@ -69,14 +71,24 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
     }
     if let Some(spec) = find(&[kernel::DEFAULT]) {
         trials.push(trial("interrupted-download", &spec, interrupted_download));
-        trials.push(trial("two-runs-empty-cache", &spec, two_runs_empty_cache));
     }
-    // The kernel that builds fastest from source.
-    if let Some(spec) = find(&["src-5.10", "src-6.12", "src-7.2"]) {
+    // The self-built kernel of the default test set, whose sources the
+    // suite has anyway.
+    if let Some(spec) = find(&["src-7.2", "src-6.12", "src-5.10"]) {
         trials.push(trial(
             "interrupted-kernel-build",
             &spec,
             interrupted_kernel_build,
+        ));
+        trials.push(trial(
+            "racing-runs-empty-cache",
+            &spec,
+            racing_runs_empty_cache,
+        ));
+        trials.push(trial(
+            "build-whose-sources-are-gone",
+            &spec,
+            build_whose_sources_are_gone,
         ));
     }
     Ok(trials)
@@ -113,9 +125,29 @@ struct Scratch {
 }
 
 impl Scratch {
-    /// A cache whose `shared` kinds are the suite cache's own.
-    fn new(shared: &[&str]) -> Result<Self, Failed> {
+    /// An empty cache of its own.
+    fn empty() -> Result<Self, Failed> {
+        Self::new(None, &[])
+    }
+
+    /// A cache whose `shared` kinds are the suite cache's own, with
+    /// `kernel` made there first.
+    fn sharing(kernel: &str, shared: &[&str]) -> Result<Self, Failed> {
+        Self::new(Some(kernel), shared)
+    }
+
+    fn new(kernel: Option<&str>, shared: &[&str]) -> Result<Self, Failed> {
         let suite = Cache::from_env().map_err(|e| fail(format!("{e:#}")))?;
+        if let Some(kernel) = kernel {
+            // In the suite cache, under its locks: the scratch cache then
+            // shares only complete entries.
+            let mut build = Command::new(env!("CARGO_BIN_EXE_klp-harness"));
+            build
+                .args(["kernel", "build", kernel])
+                .env("KLP_HARNESS_CACHE", suite.root())
+                .stdin(Stdio::null());
+            must_pass(run_to_end(build)?, "the kernel build in the suite cache")?;
+        }
         let dir = tempfile::Builder::new().prefix("klp-faults-").tempdir()?;
         std::fs::create_dir_all(dir.path().join("cache"))?;
         std::fs::create_dir_all(dir.path().join("runs"))?;
@@ -296,7 +328,10 @@ fn is_qemu(name: &str) -> bool {
 /// the second runs: its QEMU is gone within 5 s, and report.jsonl keeps
 /// the finished run; on SIGINT the report so far is printed too.
 fn signal_run(kernel: &str, signal: i32) -> Outcome {
-    let scratch = Scratch::new(&[KERNEL_KINDS, &["fixtures", "initramfs", "snapshots"]].concat())?;
+    let scratch = Scratch::sharing(
+        kernel,
+        &[KERNEL_KINDS, &["fixtures", "initramfs", "snapshots"]].concat(),
+    )?;
     // Warm the cache first, so that the runs are quick and the fault lands in one.
     scratch.warm_up(kernel, SHORT)?;
     let mut args = vec!["run", "-j", "1", "--kernel", kernel];
@@ -365,7 +400,10 @@ const SHORT_THEN_LONG: &[&str] = &[
 /// QEMU are gone within 2 s (the test would otherwise run on for many
 /// seconds), and the finished test's verdict.json is kept.
 fn signal_nextest(kernel: &str, signal: i32) -> Outcome {
-    let scratch = Scratch::new(&[KERNEL_KINDS, &["fixtures", "initramfs", "snapshots"]].concat())?;
+    let scratch = Scratch::sharing(
+        kernel,
+        &[KERNEL_KINDS, &["fixtures", "initramfs", "snapshots"]].concat(),
+    )?;
     scratch.warm_up(kernel, SHORT_THEN_LONG)?;
     let filter: Vec<String> = SHORT_THEN_LONG
         .iter()
@@ -438,7 +476,10 @@ fn signal_nextest(kernel: &str, signal: i32) -> Outcome {
 /// A fixture build killed in make: nothing half-built is published, make
 /// stops with the harness, and the next run builds the fixtures and passes.
 fn interrupted_fixture_build(kernel: &str) -> Outcome {
-    let scratch = Scratch::new(&[KERNEL_KINDS, &["initramfs", "snapshots"]].concat())?;
+    let scratch = Scratch::sharing(
+        kernel,
+        &[KERNEL_KINDS, &["initramfs", "snapshots"]].concat(),
+    )?;
     let mut child = scratch
         .harness(&["run", "--kernel", kernel, SHORT[0]])
         .stdout(Stdio::null())
@@ -489,7 +530,7 @@ fn interrupted_fixture_build(kernel: &str) -> Outcome {
 /// `apt-get download` of a Debian kernel killed with its harness: nothing
 /// is published, apt-get stops, the next `kernel build` fetches it whole.
 fn interrupted_download(kernel: &str) -> Outcome {
-    let scratch = Scratch::new(&[])?;
+    let scratch = Scratch::empty()?;
     let mut child = scratch
         .harness(&["kernel", "build", kernel])
         .stdout(Stdio::null())
@@ -536,7 +577,7 @@ fn interrupted_download(kernel: &str) -> Outcome {
 /// nothing is published, and the next run starts the work directory over,
 /// finishes the build and passes a scenario on it.
 fn interrupted_kernel_build(kernel: &str) -> Outcome {
-    let scratch = Scratch::new(&["apt", "downloads", "sources"])?;
+    let scratch = Scratch::sharing(kernel, &["apt", "downloads", "sources"])?;
     let mut child = scratch
         .harness(&["kernel", "build", kernel])
         .stdout(Stdio::null())
@@ -592,57 +633,238 @@ fn interrupted_kernel_build(kernel: &str) -> Outcome {
     Ok(())
 }
 
-/// Two `run`s started together on an empty cache: one apt list update,
-/// one download, each cache entry built once, both pass.
-fn two_runs_empty_cache(kernel: &str) -> Outcome {
-    let scratch = Scratch::new(&[])?;
-    let spawn = |runs: &Path| -> std::io::Result<Child> {
-        std::fs::create_dir_all(runs)?;
-        scratch
-            .harness_logging_to(runs, &["run", "--kernel", kernel, SHORT[0]])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-    };
-    let first = spawn(&scratch.runs().join("a"))?;
-    let second = spawn(&scratch.runs().join("b"))?;
-    let outputs = [first.wait_with_output()?, second.wait_with_output()?];
+/// Every kind of cache entry, as the harness names its directories.
+const EVERY_KIND: &[&str] = &[
+    "apt",
+    "builds",
+    "downloads",
+    "fixtures",
+    "guest-modules",
+    "guest-tools",
+    "initramfs",
+    "kernels",
+    "qemu",
+    "qemu-plans",
+    "snapshots",
+    "sources",
+    "tools",
+    "work",
+];
+
+/// Kinds the racing runs must each have made an entry of (`downloads`
+/// holds tarball sources only, which no kernel of kernels/ uses).
+const RACED_KINDS: &[&str] = &[
+    "builds",
+    "fixtures",
+    "initramfs",
+    "kernels",
+    "qemu",
+    "qemu-plans",
+    "snapshots",
+    "sources",
+];
+
+/// Four `run`s started together on an empty cache, on the default kernel
+/// and a self-built one, with a private QEMU: two on the cache itself, two
+/// on caches of their own whose every kind is a link into it (the shape
+/// the fault tests' scratch caches had when their locks were their own).
+/// All pass; each apt list is updated once, each entry built once, the
+/// kernel compiled once, and nothing is found published by another.
+fn racing_runs_empty_cache(kernel: &str) -> Outcome {
+    let scratch = Scratch::empty()?;
+    let mut caches = vec![scratch.cache(), scratch.cache()];
+    for linked in ["linked-a", "linked-b"] {
+        let root = scratch.dir.path().join(linked);
+        for kind in EVERY_KIND {
+            let target = scratch.cache().join(kind);
+            std::fs::create_dir_all(&target)?;
+            let link = root.join(kind);
+            std::fs::create_dir_all(link.parent().unwrap_or(&root))?;
+            std::os::unix::fs::symlink(&target, &link)?;
+        }
+        caches.push(root);
+    }
+    let kernels = format!("{},{kernel}", kernel::DEFAULT);
+    let started = Instant::now();
+    let children = caches
+        .iter()
+        .enumerate()
+        .map(|(index, cache)| {
+            let runs = scratch.runs().join(index.to_string());
+            std::fs::create_dir_all(&runs)?;
+            scratch
+                .harness_logging_to(&runs, &["run", "--kernel", &kernels, SHORT[0]])
+                .env("KLP_HARNESS_CACHE", cache)
+                .env("KLP_HARNESS_QEMU", "private")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        })
+        .collect::<Result<Vec<Child>, _>>()?;
+    let outputs = children
+        .into_iter()
+        .map(Child::wait_with_output)
+        .collect::<Result<Vec<Output>, _>>()?;
+    let took = started.elapsed();
     for output in &outputs {
         if !output.status.success() {
             return Err(fail(format!("a run failed {}", describe(output))));
         }
     }
-    let stderr: String = outputs
-        .iter()
-        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-        .collect();
-    let count = |needle: &str| stderr.lines().filter(|l| l.contains(needle)).count();
-    let updates = count("updating the private apt lists");
-    let downloads = count("downloading linux-image");
-    if updates != 1 || downloads != 1 {
+    let mut journal = String::new();
+    for root in caches.iter().skip(1) {
+        journal += &std::fs::read_to_string(root.join("journal.log")).unwrap_or_default();
+    }
+    let events = |what: &str| -> Vec<String> {
+        journal
+            .lines()
+            .filter_map(|line| Some(line.split_once(what)?.1.split(' ').next()?.to_string()))
+            .collect()
+    };
+    let mut problems = Vec::new();
+    let mut counted = Vec::new();
+    for (what, label) in [
+        (" built ", "entries built"),
+        (" updated the lists of ", "apt lists updated"),
+        (" compiled ", "kernels compiled"),
+    ] {
+        let mut seen = events(what);
+        let all = seen.len();
+        seen.sort();
+        seen.dedup();
+        if seen.len() != all {
+            problems.push(format!("{label}: {all}, of them {} distinct", seen.len()));
+        }
+        counted.push(format!("{all} {label}"));
+    }
+    if !events(" found ").is_empty() {
+        problems.push("an entry was found published by another process".to_string());
+    }
+    let built = events(" built ");
+    for kind in RACED_KINDS {
+        if !built
+            .iter()
+            .any(|entry| entry.starts_with(&format!("{kind}/")))
+        {
+            problems.push(format!("no {kind} entry was built"));
+        }
+    }
+    if events(" updated the lists of ").is_empty() || events(" compiled ").is_empty() {
+        problems.push("no apt list update or no kernel compiled".to_string());
+    }
+    if !problems.is_empty() {
+        return Err(fail(format!("{}:\n{journal}", problems.join("; "))));
+    }
+    eprintln!(
+        "figure: {} runs on one empty cache (2 through linked caches), {} kinds raced: {}; \
+         each once; all passed in {:.0} s",
+        outputs.len(),
+        RACED_KINDS.len() + 1,
+        counted.join(", "),
+        took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Today's poisoned cache, planted: a published build whose source tree
+/// was in a scratch cache that is gone (its `source` link and Makefile
+/// point there). The next run finds it, drops it, makes it again from
+/// the work directory, and passes.
+fn build_whose_sources_are_gone(kernel: &str) -> Outcome {
+    let scratch = Scratch::sharing(
+        kernel,
+        &[
+            "apt",
+            "downloads",
+            "kernels",
+            "qemu",
+            "qemu-plans",
+            "sources",
+            "work",
+        ],
+    )?;
+    let suite = Cache::from_env().map_err(|e| fail(format!("{e:#}")))?;
+    let published = suite_build(&suite, kernel)?;
+    let key = published
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let planted = scratch.cache().join("builds").join(&key);
+    std::fs::create_dir_all(scratch.cache().join("builds"))?;
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&published)
+        .arg(&planted)
+        .status()?;
+    if !copied.success() {
+        return Err(fail(format!("cannot copy {}", published.display())));
+    }
+    let gone = scratch
+        .dir
+        .path()
+        .join("klp-faults-gone/cache/sources")
+        .join(format!("{kernel}-0000000000000000/linux"));
+    std::fs::remove_file(planted.join("source"))?;
+    std::os::unix::fs::symlink(&gone, planted.join("source"))?;
+    std::fs::write(
+        planted.join("Makefile"),
+        format!(
+            "export KBUILD_OUTPUT = {}\ninclude {}/Makefile\n",
+            planted.display(),
+            gone.display()
+        ),
+    )?;
+    must_pass(
+        run_to_end(scratch.harness(&["run", "--kernel", kernel, SHORT[0]]))?,
+        "the run on the planted build",
+    )?;
+    let journal = scratch.journal();
+    let wanted = format!(
+        "dropped builds/{key}: its source tree {} is gone",
+        gone.display()
+    );
+    if !journal.contains(&wanted) || !journal.contains(&format!("built builds/{key}")) {
         return Err(fail(format!(
-            "{updates} list updates and {downloads} downloads:\n{stderr}"
+            "journal.log lacks {wanted:?} and a rebuild:\n{journal}"
         )));
     }
-    let journal = scratch.journal();
-    let mut built: Vec<&str> = journal
-        .lines()
-        .filter_map(|line| line.split(" built ").nth(1)?.split(' ').next())
-        .collect();
-    let entries = built.len();
-    built.sort();
-    built.dedup();
-    if built.len() != entries || !built.iter().any(|e| e.starts_with("kernels/")) {
-        return Err(fail(format!("entries built more than once:\n{journal}")));
+    let source = std::fs::read_link(planted.join("source"))?;
+    if !source.join("Makefile").is_file() {
+        return Err(fail(format!(
+            "the new build's source {} is not there",
+            source.display()
+        )));
     }
-    eprintln!("figure: two runs on an empty cache: 1 list update, 1 download, {entries} entries each built once, both passed");
+    eprintln!("figure: a build whose sources were gone was dropped and made again; the run passed");
     Ok(())
+}
+
+/// The suite cache's published build of `kernel` (made by `Scratch::sharing`).
+fn suite_build(suite: &Cache, kernel: &str) -> Result<PathBuf, Failed> {
+    let builds = suite.root().join("builds");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&builds)?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            // `<kernel>-<hash>`, not another definition named after it.
+            let ours = name
+                .strip_prefix(&format!("{kernel}-"))
+                .is_some_and(|hash| !hash.contains('-'));
+            ours && std::fs::read_link(path.join("source")).is_ok()
+        })
+        .collect();
+    found.sort_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok());
+    found
+        .pop()
+        .ok_or_else(|| fail(format!("no build of {kernel} in {}", builds.display())))
 }
 
 /// A saved state truncated, then one corrupted in place, then a fixture
 /// module edited: each is found, dropped and made anew, and the runs pass.
 fn corrupted_cache_files(kernel: &str) -> Outcome {
-    let scratch = Scratch::new(KERNEL_KINDS)?;
+    let scratch = Scratch::sharing(kernel, KERNEL_KINDS)?;
     let run = || -> Result<Output, Failed> {
         must_pass(
             run_to_end(scratch.harness(&["run", "--kernel", kernel, SHORT[0]]))?,
@@ -713,7 +935,7 @@ fn corrupted_cache_files(kernel: &str) -> Outcome {
 /// state does not fit; the run fails naming the cache and the full file
 /// system, and publishes nothing half-written.
 fn full_disk(kernel: &str) -> Outcome {
-    let scratch = Scratch::new(&[])?;
+    let scratch = Scratch::sharing(kernel, &[])?;
     let suite = Cache::from_env().map_err(|e| fail(format!("{e:#}")))?;
     let cache = scratch.cache();
     let mut links = String::new();
@@ -803,7 +1025,10 @@ fn private_mount_namespace(script: &str) -> Command {
 /// (A start from a saved state on src-7.2 once never answered; if that
 /// comes back, restore-failed.log of the run holds QEMU's view of it.)
 fn restores_under_load(kernel: &str) -> Outcome {
-    let scratch = Scratch::new(&[KERNEL_KINDS, &["fixtures", "initramfs", "snapshots"]].concat())?;
+    let scratch = Scratch::sharing(
+        kernel,
+        &[KERNEL_KINDS, &["fixtures", "initramfs", "snapshots"]].concat(),
+    )?;
     let project = Project::locate().map_err(|e| fail(format!("{e:#}")))?;
     let scenarios: Vec<String> = klp_harness::scenario::scenario_files(&project)
         .map_err(|e| fail(format!("{e:#}")))?

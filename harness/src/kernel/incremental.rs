@@ -105,7 +105,8 @@ pub fn build(cache: &Cache, request: &Request) -> Result<Built> {
     let built = publish(cache, &work, request, &key, &abi)?;
     work.finish(Some(good))?;
     cache.journal(&format!(
-        "built builds/{key} in {:.1} s",
+        "compiled builds/{key} in work/{} in {:.1} s",
+        request.definition,
         started.elapsed().as_secs_f64()
     ));
     Ok(built)
