@@ -253,14 +253,15 @@ impl PrivateApt {
 }
 
 impl PrivateApt {
-    /// Whether the lists hold this exact version of the package.
+    /// Whether the lists hold this exact version of the package. (Not
+    /// `apt-cache show NAME=VERSION`: it succeeds, silently, for a version
+    /// the lists lack.)
     pub fn offers(&self, package: &str, version: &str) -> bool {
-        self.run(
-            "apt-cache",
-            &["show", &format!("{package}={version}")],
-            None,
-        )
-        .is_ok()
+        self.versions_offered(&[package]).is_ok_and(|offered| {
+            offered
+                .get(package)
+                .is_some_and(|v| v.iter().any(|v| v == version))
+        })
     }
 
     /// The versions the lists offer of each package, newest first (apt
