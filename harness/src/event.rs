@@ -41,6 +41,14 @@ pub enum Event {
         what: String,
         lock: PathBuf,
     },
+    /// A lock's pinned version is no longer offered; the same package at
+    /// the same upstream version, another Debian revision, is used.
+    LockDrifted {
+        kernel: String,
+        package: String,
+        pinned: String,
+        used: String,
+    },
     /// A kernel build from source started, printed a line, or ended.
     KernelBuildStarted {
         kernel: String,

@@ -4,6 +4,7 @@
 //! names the one command that does.
 
 pub mod apt;
+pub mod debian_snapshot;
 pub mod private_apt;
 pub mod qemu;
 

@@ -113,6 +113,13 @@ pub const KNOBS: &[Knob] = &[
         default: "http://deb.debian.org",
         what: "Debian archive for kernels and the private QEMU",
     },
+    Knob {
+        name: "KLP_HARNESS_DEBIAN_SNAPSHOT",
+        form: "URL",
+        accepts: "an http:// or https:// URL, or nothing",
+        default: "none: a pinned version no longer offered moves to its newest Debian revision",
+        what: "Debian's snapshot archive (https://snapshot.debian.org), which serves a kernel's pinned packages exactly",
+    },
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +162,8 @@ pub struct Settings {
     pub qemu: QemuChoice,
     pub no_install: bool,
     pub debian_mirror: String,
+    /// Empty when unset.
+    pub debian_snapshot: String,
 }
 
 impl Settings {
@@ -227,15 +236,20 @@ impl Settings {
             Some("private") => QemuChoice::Private,
             Some(other) => bail!("KLP_HARNESS_QEMU={other}: expected host or private"),
         };
-        let debian_mirror = match text("KLP_HARNESS_DEBIAN_MIRROR")? {
-            None => "http://deb.debian.org".to_string(),
-            Some(url) => {
-                let ok = (url.starts_with("http://") || url.starts_with("https://"))
-                    && !url.contains(char::is_whitespace);
-                checked("KLP_HARNESS_DEBIAN_MIRROR", &url, ok)?;
-                url.trim_end_matches('/').to_string()
+        let url = |name: &str, default: &str| -> Result<String> {
+            match text(name)? {
+                None => Ok(default.to_string()),
+                Some(url) if url.is_empty() && default.is_empty() => Ok(url),
+                Some(url) => {
+                    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                        && !url.contains(char::is_whitespace);
+                    checked(name, &url, ok)?;
+                    Ok(url.trim_end_matches('/').to_string())
+                }
             }
         };
+        let debian_mirror = url("KLP_HARNESS_DEBIAN_MIRROR", "http://deb.debian.org")?;
+        let debian_snapshot = url("KLP_HARNESS_DEBIAN_SNAPSHOT", "")?;
         Ok(Self {
             cache: path("KLP_HARNESS_CACHE")?,
             root: path("KLP_HARNESS_ROOT")?,
@@ -250,6 +264,7 @@ impl Settings {
             qemu,
             no_install: switch("KLP_HARNESS_NO_INSTALL", false)?,
             debian_mirror,
+            debian_snapshot,
         })
     }
 }
@@ -321,6 +336,7 @@ mod tests {
         assert_eq!(settings.clock, ClockChoice::Counted);
         assert!(settings.snapshots);
         assert_eq!(settings.debian_mirror, "http://deb.debian.org");
+        assert_eq!(settings.debian_snapshot, "");
     }
 
     #[test]
@@ -347,6 +363,11 @@ mod tests {
         );
         assert!(error(&[("KLP_HARNESS_DEBIAN_MIRROR", "deb.debian.org")])
             .starts_with("KLP_HARNESS_DEBIAN_MIRROR=deb.debian.org: expected an http://"));
+        assert!(
+            error(&[("KLP_HARNESS_DEBIAN_SNAPSHOT", "snapshot.debian.org")]).starts_with(
+                "KLP_HARNESS_DEBIAN_SNAPSHOT=snapshot.debian.org: expected an http://"
+            )
+        );
     }
 
     #[test]
@@ -368,6 +389,7 @@ mod tests {
             ("KLP_HARNESS_CLOCK", "real"),
             ("KLP_HARNESS_QEMU", "private"),
             ("KLP_HARNESS_DEBIAN_MIRROR", "http://mirror.example/"),
+            ("KLP_HARNESS_DEBIAN_SNAPSHOT", "https://snapshot.example/"),
         ])
         .unwrap();
         assert_eq!(settings.boot_timeout, Duration::from_secs(30));
@@ -376,6 +398,7 @@ mod tests {
         assert_eq!(settings.clock, ClockChoice::Real);
         assert_eq!(settings.qemu, QemuChoice::Private);
         assert_eq!(settings.debian_mirror, "http://mirror.example");
+        assert_eq!(settings.debian_snapshot, "https://snapshot.example");
     }
 
     #[test]

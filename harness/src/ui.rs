@@ -40,6 +40,16 @@ impl Terminal {
             Event::Pinned { what, lock } => {
                 self.line(&format!("pinned {what} in {}", lock.display()))
             }
+            Event::LockDrifted {
+                kernel,
+                package,
+                pinned,
+                used,
+            } => self.line(&format!(
+                "{kernel}: {package}={pinned} is no longer offered; using {used} (same upstream \
+                 version {}); the lock still says {pinned}",
+                crate::kernel::upstream_version(pinned)
+            )),
             Event::KernelBuildStarted { kernel } => {
                 let bar = ProgressBar::new_spinner();
                 bar.set_style(

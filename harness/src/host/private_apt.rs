@@ -4,9 +4,11 @@
 
 use crate::cache::{Cache, ContentHash};
 use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
 
 const KEYRING_FILE: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
@@ -163,23 +165,26 @@ impl PrivateApt {
     }
 
     pub fn update(&self) -> Result<()> {
-        self.update_unless(|| false)
+        self.update_unless(|| false).map(drop)
     }
 
     /// Fetch the lists unless they are there (another process may have
-    /// fetched them while this one waited for the lock).
-    pub fn update_if_missing(&self) -> Result<()> {
+    /// fetched them while this one waited for the lock). True if they were
+    /// not: the lists are fresh.
+    pub fn update_if_missing(&self) -> Result<bool> {
         if self.has_lists() {
-            return Ok(());
+            return Ok(false);
         }
-        self.update_unless(|| self.has_lists())
+        self.update_unless(|| self.has_lists())?;
+        Ok(true)
     }
 
-    fn update_unless(&self, done: impl Fn() -> bool) -> Result<()> {
+    /// True if this call updated the lists.
+    fn update_unless(&self, done: impl Fn() -> bool) -> Result<bool> {
         ensure_keyring(&self.locks)?;
         let _writing = self.cache.lock_entry("apt", &self.key)?;
         if done() {
-            return Ok(());
+            return Ok(false);
         }
         crate::event::emit(crate::event::Event::UpdatingAptLists {
             dir: self.dir.clone(),
@@ -187,11 +192,11 @@ impl PrivateApt {
         self.run_unlocked("apt-get", &["-q", "update"], None)?;
         self.cache
             .journal(&format!("updated the lists of apt/{}", self.key));
-        Ok(())
+        Ok(true)
     }
 
     /// When the lists last changed.
-    fn lists_modified(&self) -> Option<std::time::SystemTime> {
+    fn lists_modified(&self) -> Option<SystemTime> {
         fs::read_dir(self.dir.join("lists"))
             .ok()?
             .flatten()
@@ -248,17 +253,36 @@ impl PrivateApt {
 }
 
 impl PrivateApt {
-    /// Whether the lists hold this exact version of the package.
+    /// Whether the lists hold this exact version of the package. (Not
+    /// `apt-cache show NAME=VERSION`: it succeeds, silently, for a version
+    /// the lists lack.)
     pub fn offers(&self, package: &str, version: &str) -> bool {
-        self.run(
-            "apt-cache",
-            &["show", &format!("{package}={version}")],
-            None,
-        )
-        .is_ok()
+        self.versions_offered(&[package]).is_ok_and(|offered| {
+            offered
+                .get(package)
+                .is_some_and(|v| v.iter().any(|v| v == version))
+        })
     }
 
-    /// Download `package=version` files into `dir`, refreshing stale lists once.
+    /// The versions the lists offer of each package, newest first (apt
+    /// orders them so); a package the lists lack is absent.
+    pub fn versions_offered(&self, packages: &[&str]) -> Result<HashMap<String, Vec<String>>> {
+        let mut args = vec!["madison"];
+        args.extend(packages);
+        Ok(parse_madison(&self.run("apt-cache", &args, None)?))
+    }
+
+    /// Update the lists unless another process did since `since`.
+    pub fn refresh_since(&self, since: SystemTime) -> Result<()> {
+        self.update_unless(|| self.lists_modified().is_some_and(|when| when > since))
+            .map(drop)
+    }
+
+    /// Download `package=version` files into `dir`. A failure may come of
+    /// lists that are stale or were replaced during the read: they are
+    /// refreshed and the download tried again. Only a version the fresh
+    /// lists lack is called no longer offered; anything else is apt's own
+    /// error.
     pub fn download(&self, packages: &[String], dir: &Path) -> Result<()> {
         let mut args = vec!["-q", "download"];
         args.extend(packages.iter().map(String::as_str));
@@ -266,18 +290,29 @@ impl PrivateApt {
         crate::event::emit(crate::event::Event::Downloading {
             what: packages.join(" "),
         });
-        let tried = std::time::SystemTime::now();
-        if self.run("apt-get", &args, Some(dir)).is_err() {
-            // Unless another process refreshed the lists since this try.
-            self.update_unless(|| self.lists_modified().is_some_and(|when| when > tried))?;
-            self.run("apt-get", &args, Some(dir)).with_context(|| {
-                format!(
-                    "{} no longer offered; delete the kernel's .lock file to move on",
-                    packages.join(" ")
-                )
-            })?;
+        let tried = SystemTime::now();
+        if self.run("apt-get", &args, Some(dir)).is_ok() {
+            return Ok(());
         }
-        Ok(())
+        self.refresh_since(tried)?;
+        let lacking: Vec<&str> = packages
+            .iter()
+            .map(String::as_str)
+            .filter(|package| match package.split_once('=') {
+                Some((name, version)) => !self.offers(name, version),
+                None => self.version_of(package).ok().flatten().is_none(),
+            })
+            .collect();
+        if !lacking.is_empty() {
+            bail!(
+                "apt's fresh lists no longer offer {}: the archive moved on while this \
+                 ran; run again to resolve it anew",
+                lacking.join(" ")
+            );
+        }
+        self.run("apt-get", &args, Some(dir))
+            .with_context(|| format!("cannot download {}", packages.join(" ")))
+            .map(drop)
     }
 
     /// Unpack every .deb in `debs` into `root`.
@@ -298,9 +333,36 @@ impl PrivateApt {
     }
 }
 
+/// `apt-cache madison` lines, `name | version | origin`, by name.
+fn parse_madison(text: &str) -> HashMap<String, Vec<String>> {
+    let mut versions: HashMap<String, Vec<String>> = HashMap::new();
+    for line in text.lines() {
+        let mut fields = line.split('|').map(str::trim);
+        if let (Some(name), Some(version), Some(_)) = (fields.next(), fields.next(), fields.next())
+        {
+            let known = versions.entry(name.to_string()).or_default();
+            if !known.iter().any(|v| v == version) {
+                known.push(version.to_string());
+            }
+        }
+    }
+    versions
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn madison_lines_give_each_package_its_versions_in_order() {
+        let text = " linux-kbuild-6.1 | 6.1.192-3 | http://deb.debian.org/debian-security bookworm-security/main amd64 Packages\n\
+                    linux-kbuild-6.1 | 6.1.190-1 | http://deb.debian.org/debian bookworm/main amd64 Packages\n\
+                    linux-kbuild-6.1 | 6.1.190-1 | http://deb.debian.org/debian bookworm-updates/main amd64 Packages\n\
+                    N: Unable to locate package linux-kbuild-9.9\n";
+        let versions = parse_madison(text);
+        assert_eq!(versions["linux-kbuild-6.1"], ["6.1.192-3", "6.1.190-1"]);
+        assert_eq!(versions.len(), 1);
+    }
 
     #[test]
     fn security_suite_uses_the_security_archive() {

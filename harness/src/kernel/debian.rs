@@ -4,8 +4,9 @@
 //! `dpkg-deb -x` into the cache, where the packages' relative symlinks
 //! join into one usable kbuild tree.
 
+use super::pins;
 use super::{spec_hash, Kernel, KernelSpec};
-use crate::cache::Cache;
+use crate::cache::{Cache, ContentHash};
 use crate::host::private_apt::PrivateApt;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -95,8 +96,15 @@ pub(super) fn prepare(
     }
     let apt = PrivateApt::new(cache, &prebuilt.suites)?;
     let resolved = resolve(prebuilt, lock, &apt)?;
-    let key = format!("{}-{}", spec.name, spec_hash(spec, lock)?);
-    let dir = cache.entry("kernels", &key, |dir| fetch(prebuilt, &resolved, &apt, dir))?;
+    let kernels = cache.kind_dir("kernels")?;
+    let used = pins::resolve(&spec.name, &resolved.packages, &apt, |used| {
+        entry_key(spec, lock, used).is_ok_and(|key| kernels.join(key).is_dir())
+    })?;
+    let key = entry_key(spec, lock, &used)?;
+    let architecture = &spec.arch.record.debian_arch;
+    let dir = cache.entry("kernels", &key, |dir| {
+        fetch(prebuilt, &resolved.abi, &used, &apt, architecture, dir)
+    })?;
     let root = dir.join("root");
     let release = format!("{}-{}", resolved.abi, prebuilt.flavour);
     Ok(Kernel {
@@ -112,6 +120,20 @@ pub(super) fn prepare(
         boot_modules: super::modules::boot_modules(&root.join(format!("lib/modules/{release}")))?,
         release,
     })
+}
+
+/// The cache entry of this spec and lock, and of the versions used where
+/// they are not the lock's.
+fn entry_key(spec: &KernelSpec, lock: &Path, used: &[pins::Resolved]) -> Result<String> {
+    let pinned = spec_hash(spec, lock)?;
+    let hash = match pins::drift_key(used) {
+        None => pinned,
+        Some(drift) => ContentHash::new()
+            .add("lock", pinned)
+            .add("used", drift)
+            .finish(),
+    };
+    Ok(format!("{}-{hash}", spec.name))
 }
 
 /// The ABI pinned in the lock file, or the newest one for which the suites
@@ -141,7 +163,7 @@ fn resolve(prebuilt: &Prebuilt, lock: &Path, apt: &PrivateApt) -> Result<Resolve
 }
 
 /// `linux-image-...=6.12.117-1~deb12u1` ──> `6.12.117`.
-pub(super) fn upstream_version(pinned_package: &str) -> String {
+pub fn upstream_version(pinned_package: &str) -> String {
     let version = pinned_package.rsplit('=').next().unwrap_or_default();
     version
         .split(['-', '+', '~'])
@@ -170,14 +192,21 @@ fn version_key(abi: &str) -> Vec<u64> {
         .collect()
 }
 
-fn fetch(prebuilt: &Prebuilt, resolved: &Resolved, apt: &PrivateApt, dir: &Path) -> Result<()> {
+fn fetch(
+    prebuilt: &Prebuilt,
+    abi: &str,
+    used: &[pins::Resolved],
+    apt: &PrivateApt,
+    architecture: &str,
+    dir: &Path,
+) -> Result<()> {
     let debs = dir.join("debs");
     fs::create_dir_all(&debs)?;
-    apt.download(&resolved.packages, &debs)?;
+    pins::download(used, apt, architecture, &debs)?;
     let root = dir.join("root");
     PrivateApt::extract_all(&debs, &root)?;
     fs::remove_dir_all(&debs)?;
-    let release = format!("{}-{}", resolved.abi, prebuilt.flavour);
+    let release = format!("{abi}-{}", prebuilt.flavour);
     relocate_headers(&root.join(format!("usr/src/linux-headers-{release}/Makefile")))
 }
 

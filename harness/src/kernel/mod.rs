@@ -7,11 +7,13 @@ mod from_source;
 mod incremental;
 mod modules;
 mod overlay;
+mod pins;
 pub mod series;
 mod source;
 pub mod version;
 mod worktree;
 
+pub use debian::upstream_version;
 pub use overlay::Overlay;
 
 use crate::arch::{self, Arch};

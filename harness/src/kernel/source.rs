@@ -105,9 +105,24 @@ pub fn cached(
         }
         Origin::Tarball(tarball) => format!("tarball:{}", tarball.sha256),
         Origin::Debian(_) if !lock.exists() => return Ok(None),
-        Origin::Debian(_) => {
+        Origin::Debian(debian) => {
             let resolved: ResolvedSource = crate::yaml::parse_file(lock)?;
-            format!("debian:{}", resolved.package)
+            let pinned = format!("debian:{}", resolved.package);
+            let pristine = |identity: &str| {
+                let key = entry_key(name, identity, &ContentHash::new().finish());
+                cache.root().join("sources").join(key).is_dir()
+            };
+            if pristine(&pinned) {
+                pinned
+            } else {
+                // Built from another revision if the pin has drifted.
+                let apt = PrivateApt::new(cache, &debian.suites)?;
+                let pin = std::slice::from_ref(&resolved.package);
+                match super::pins::resolve_offline(pin, &apt) {
+                    Some(used) => format!("debian:{}", used[0].used()),
+                    None => pinned,
+                }
+            }
         }
     };
     let patches = patch_hash(series);
@@ -163,13 +178,22 @@ pub fn prepare(
                     package: format!("{}={version}", debian.package),
                 })
             })?;
-            let package = resolved.package.clone();
+            let sources = cache.kind_dir("sources")?;
+            let no_patches = ContentHash::new().finish();
+            let pin = std::slice::from_ref(&resolved.package);
+            let used = super::pins::resolve(name, pin, &apt, |used| {
+                let identity = format!("debian:{}", used[0].used());
+                sources
+                    .join(entry_key(name, &identity, &no_patches))
+                    .is_dir()
+            })?;
             (
-                format!("debian:{package}"),
+                format!("debian:{}", used[0].used()),
                 Box::new(move |dir| {
                     let debs = dir.join("debs");
                     fs::create_dir_all(&debs)?;
-                    apt.download(std::slice::from_ref(&package), &debs)?;
+                    // linux-source is one package for every architecture.
+                    super::pins::download(&used, &apt, "all", &debs)?;
                     PrivateApt::extract_all(&debs, &dir.join("deb"))?;
                     let tarball = find_source_tarball(&dir.join("deb/usr/src"))?;
                     unpack(&tarball, dir)?;
