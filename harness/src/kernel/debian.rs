@@ -115,7 +115,7 @@ pub(super) fn prepare(
         image: root.join(format!("boot/vmlinuz-{release}")),
         config: root.join(format!("boot/config-{release}")),
         kbuild: root.join(format!("usr/src/linux-headers-{release}")),
-        version: upstream_version(&resolved.packages[0]),
+        version: pins::upstream_version(&resolved.packages[0]),
         source: None,
         boot_modules: super::modules::boot_modules(&root.join(format!("lib/modules/{release}")))?,
         release,
@@ -160,16 +160,6 @@ fn resolve(prebuilt: &Prebuilt, lock: &Path, apt: &PrivateApt) -> Result<Resolve
             prebuilt.suites.join(", ")
         )
     })
-}
-
-/// `linux-image-...=6.12.117-1~deb12u1` ──> `6.12.117`.
-pub fn upstream_version(pinned_package: &str) -> String {
-    let version = pinned_package.rsplit('=').next().unwrap_or_default();
-    version
-        .split(['-', '+', '~'])
-        .next()
-        .unwrap_or(version)
-        .to_string()
 }
 
 /// ABIs of the `linux-image-<abi>-<suffix>` package names, newest first.

@@ -13,8 +13,8 @@ mod source;
 pub mod version;
 mod worktree;
 
-pub use debian::upstream_version;
 pub use overlay::Overlay;
+pub use pins::upstream_version;
 
 use crate::arch::{self, Arch};
 use crate::cache::{Cache, ContentHash};
@@ -235,7 +235,7 @@ impl KernelSpec {
         let pinned = lock
             .lines()
             .find_map(|line| line.split_once('=').map(|(_, v)| v))?;
-        Some(debian::upstream_version(pinned.trim()))
+        Some(pins::upstream_version(pinned.trim()))
     }
 
     /// What the kernel has, as far as its version hint tells (listing

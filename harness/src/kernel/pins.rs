@@ -5,7 +5,6 @@
 //! archive is set, fetched as pinned from there. Only a pin whose package
 //! or upstream version is gone is refused.
 
-use super::debian::upstream_version;
 use crate::cache::ContentHash;
 use crate::event::{emit, Event};
 use crate::host::debian_snapshot;
@@ -13,6 +12,16 @@ use crate::host::private_apt::PrivateApt;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
+
+/// `linux-image-...=6.12.117-1~deb12u1` ──> `6.12.117`.
+pub fn upstream_version(pinned_package: &str) -> String {
+    let version = pinned_package.rsplit('=').next().unwrap_or_default();
+    version
+        .split(['-', '+', '~'])
+        .next()
+        .unwrap_or(version)
+        .to_string()
+}
 
 /// What one pin resolved to.
 #[derive(Clone, Debug, PartialEq, Eq)]
