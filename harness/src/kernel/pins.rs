@@ -129,9 +129,11 @@ pub fn drift_key(resolved: &[Resolved]) -> Option<String> {
         })
 }
 
-/// Resolve `pins` (of `kernel`) against apt's lists. The lists are
-/// refreshed once when they lack a pin, unless the cache already holds
-/// what the lists as they are resolve to (`cached`): a lasting drift
+/// Resolve `pins` (of `kernel`) against apt's lists. What the cache
+/// already holds made from the pins as they are (`cached`) needs no look
+/// at the lists (apt-cache takes most of a second, on every test). The
+/// lists are refreshed once when they lack a pin, unless the cache
+/// already holds what the lists as they are resolve to: a lasting drift
 /// costs no update on every run. Says in one line what drifted.
 pub fn resolve(
     kernel: &str,
@@ -139,6 +141,19 @@ pub fn resolve(
     apt: &PrivateApt,
     cached: impl Fn(&[Resolved]) -> bool,
 ) -> Result<Vec<Resolved>> {
+    let as_pinned = pins
+        .iter()
+        .map(|pin| {
+            let (package, version) = split_pin(pin)?;
+            Ok(Resolved::Exact {
+                package: package.to_string(),
+                version: version.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if cached(&as_pinned) {
+        return Ok(as_pinned);
+    }
     let snapshot = !crate::settings::get().debian_snapshot.is_empty();
     let fresh = apt.update_if_missing()?;
     let checked = std::time::SystemTime::now();
