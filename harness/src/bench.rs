@@ -25,6 +25,8 @@ use crate::guest::Guest;
 use crate::kernel::KernelSpec;
 use crate::project::Project;
 use crate::scenario::{self, Outcome, Scenario};
+use crate::settings::ClockChoice;
+use crate::testbed::Request;
 use crate::vm::GuestClock;
 use anyhow::{bail, Context as _, Result};
 use std::fmt::Write as _;
@@ -81,13 +83,14 @@ const TRANSITION_SETTINGS: [GuestSetting; 3] = [
 
 /// Remove klp_cumul_v1 once klp has let go of it (see `retry_command`).
 fn unload_cumul_v1() -> String {
-    crate::scenario::retry_command("rmmod klp_cumul_v1 2>/dev/null", 300)
+    crate::guest::livepatch::retry_command("rmmod klp_cumul_v1 2>/dev/null", 300)
 }
 
 /// Fixtures of the guest the measurements run in.
-const BENCH_SCENARIO: &str = "description: benchmark guest\n\
-fixtures: [klp_target, klp_cumul_v1]\n\
-steps:\n  - run: 'true'\n";
+const BENCH_FIXTURES: [&str; 2] = ["klp_target", "klp_cumul_v1"];
+
+/// The step whose whole cost (command, observation, judgement) is timed.
+const MEASURED_STEP: &str = "description: one step\nfixtures: []\nsteps:\n  - run: 'true'\n";
 
 /// A dozen sysfs files a typical step reads, once klp_cumul_v1 is loaded.
 const DOZEN_FILES: &str = "cat /sys/kernel/livepatch/klp_cumul_v1/enabled \
@@ -99,11 +102,28 @@ const DOZEN_FILES: &str = "cat /sys/kernel/livepatch/klp_cumul_v1/enabled \
 /sys/kernel/klp_features/1/enabled /sys/kernel/klp_features/1/shadow \
 /sys/kernel/klp_target/status /sys/kernel/klp_target/park";
 
-/// The scenarios the measurements start guests of: one started from the
-/// saved state, one that boots.
-struct Guests {
-    saved: Scenario,
-    booted: Scenario,
+/// A guest with the bench fixtures, from the testbed.
+fn bench_guest(
+    context: &Context,
+    cpus: u32,
+    clock: Option<ClockChoice>,
+    fresh_boot: bool,
+) -> Result<Guest> {
+    let fixtures = BENCH_FIXTURES
+        .iter()
+        .map(|name| crate::fixture::spec::find(context.project, name))
+        .collect::<Result<Vec<_>>>()?;
+    let request = Request {
+        fixtures: &fixtures,
+        cpus,
+        clock,
+        fresh_boot,
+        interactive: false,
+        log_dir: scenario::artifacts_dir(context.project, "bench", &context.spec.name),
+    };
+    let (testbed, _) =
+        crate::testbed::start(context.project, context.cache, context.spec, &request)?;
+    Ok(testbed.guest)
 }
 
 pub fn run(
@@ -112,14 +132,7 @@ pub fn run(
     spec: &KernelSpec,
     options: &Options,
 ) -> Result<String> {
-    let guests = Guests {
-        saved: scenario::parse(project, Path::new("bench.yaml"), BENCH_SCENARIO)?,
-        booted: scenario::parse(
-            project,
-            Path::new("bench.yaml"),
-            &format!("fresh_boot: true\n{BENCH_SCENARIO}"),
-        )?,
-    };
+    let step = scenario::parse(project, Path::new("bench.yaml"), MEASURED_STEP)?;
     let context = Context {
         project,
         cache,
@@ -127,9 +140,9 @@ pub fn run(
         options,
     };
     let load = load_average();
-    let mut rows = startup(&context, &guests)?;
-    let mut guest = scenario::boot_guest(project, cache, &guests.saved, spec)?;
-    rows.extend(round_trips(&context, &guests.saved, &mut guest)?);
+    let mut rows = startup(&context)?;
+    let mut guest = bench_guest(&context, 1, None, false)?;
+    rows.extend(round_trips(&context, &step, &mut guest)?);
     rows.extend(transition_sightings(&context, &mut guest)?);
     guest.shutdown()?;
     for setting in &TRANSITION_SETTINGS {
@@ -178,17 +191,17 @@ struct Context<'a> {
 
 /// Booting against the kernel's own uptime at /init, and starting from
 /// the saved state (with and without the fixtures copied in).
-fn startup(context: &Context, guests: &Guests) -> Result<Vec<Row>> {
+fn startup(context: &Context) -> Result<Vec<Row>> {
     let Context {
-        project,
         cache,
         spec,
         options,
+        ..
     } = *context;
     let mut ready = Vec::new();
     let mut init = Vec::new();
     for _ in 0..options.boots.max(1) {
-        let guest = scenario::boot_guest(project, cache, &guests.booted, spec)?;
+        let guest = bench_guest(context, 1, None, true)?;
         ready.push(guest.boot.ready);
         init.push(guest.boot.init_uptime);
         guest.shutdown()?;
@@ -203,12 +216,12 @@ fn startup(context: &Context, guests: &Guests) -> Result<Vec<Row>> {
         ]);
     }
     // The first start saves the state if no earlier run did.
-    scenario::boot_guest(project, cache, &guests.saved, spec)?.shutdown()?;
+    bench_guest(context, 1, None, false)?.shutdown()?;
     let mut restored = Vec::new();
     let mut with_fixtures = Vec::new();
     for _ in 0..options.boots.max(1) {
         let started = Instant::now();
-        let guest = scenario::boot_guest(project, cache, &guests.saved, spec)?;
+        let guest = bench_guest(context, 1, None, false)?;
         with_fixtures.push(started.elapsed());
         if !guest.boot.restored {
             bail!("the guest did not start from its saved state (KLP_HARNESS_SNAPSHOTS=0?)");
@@ -238,7 +251,8 @@ fn round_trips(context: &Context, bench: &Scenario, guest: &mut Guest) -> Result
     let mut noop = time_each(times, || guest.run_ok("true").map(drop))?;
     let mut noop_expect = time_each(times.min(20), || guest.run_with_rexpect_expect("true"))?;
     guest.run_ok("insmod /klp/klp_target.ko && insmod /klp/klp_cumul_v1.ko")?;
-    let wait = crate::scenario::wait_command("klp_cumul_v1", Duration::from_secs(30));
+    let wait =
+        crate::guest::livepatch::wait_transition_command("klp_cumul_v1", Duration::from_secs(30));
     guest.run_ok(&wait)?;
     let mut dozen = time_each(times, || guest.run_ok(DOZEN_FILES).map(drop))?;
     // A load-like step as first built: the action, "is it a livepatch?",
@@ -250,14 +264,16 @@ fn round_trips(context: &Context, bench: &Scenario, guest: &mut Guest) -> Result
         guest.run_ok(&format!("[ -d {lp} ]"))?;
         guest.run_ok(&wait)?;
         guest.kernel_log_since_last()?;
-        guest.run_ok(crate::scenario::SNAPSHOT_COMMAND).map(drop)
+        guest
+            .run_ok(crate::guest::livepatch::LISTING_COMMAND)
+            .map(drop)
     })?;
     let mut merged = time_each(times, || {
         guest.run_ok(&format!(
             "true && if [ -d {lp} ]; then {wait} || echo late; fi"
         ))?;
         guest
-            .kernel_log_since_last_and(crate::scenario::SNAPSHOT_COMMAND)
+            .kernel_log_since_last_and(crate::guest::livepatch::LISTING_COMMAND)
             .map(drop)
     })?;
     let artifacts = tempfile::tempdir()?;
@@ -267,7 +283,7 @@ fn round_trips(context: &Context, bench: &Scenario, guest: &mut Guest) -> Result
             guest,
             bench,
             &bench.steps,
-            scenario::Settings::new(artifacts.path()),
+            scenario::Settings::new(artifacts.path(), Duration::from_secs(30)),
             &mut trace,
         )
     })?;
@@ -303,7 +319,7 @@ fn round_trips(context: &Context, bench: &Scenario, guest: &mut Guest) -> Result
 /// klp_cumul_v1 loaded, as `round_trips` leaves it.
 fn transition_sightings(context: &Context, guest: &mut Guest) -> Result<Vec<Row>> {
     guest.run_ok("echo 0 > /sys/kernel/livepatch/klp_cumul_v1/enabled")?;
-    guest.run_ok(&crate::scenario::wait_command(
+    guest.run_ok(&crate::guest::livepatch::wait_transition_command(
         "klp_cumul_v1",
         Duration::from_secs(30),
     ))?;
@@ -331,25 +347,19 @@ fn transition_sightings(context: &Context, guest: &mut Guest) -> Result<Vec<Row>
 /// skips idle waits and runs at its own pace otherwise; the host's are
 /// what a run costs.
 fn transition_times(context: &Context, setting: &GuestSetting) -> Result<Vec<Row>> {
-    let Context {
-        project,
-        cache,
-        spec,
-        options,
-    } = *context;
-    let text = format!(
-        "cpus: {}\nclock: {}\n{BENCH_SCENARIO}",
-        setting.cpus,
-        setting.clock.name()
-    );
-    let bench = scenario::parse(project, Path::new("bench.yaml"), &text)?;
-    let mut guest = scenario::boot_guest(project, cache, &bench, spec)?;
+    let options = context.options;
+    let clock = match setting.clock {
+        GuestClock::Real => ClockChoice::Real,
+        GuestClock::Counted => ClockChoice::Counted,
+    };
+    let mut guest = bench_guest(context, setting.cpus, Some(clock), false)?;
     guest
         .run_ok("echo 'file transition.c +p' > /proc/dynamic_debug/control")
         .context("klp's tries are counted with dynamic debug (CONFIG_DYNAMIC_DEBUG)")?;
     guest.run_ok("insmod /klp/klp_target.ko")?;
     guest.kernel_log_since_last()?;
-    let wait = crate::scenario::wait_command("klp_cumul_v1", Duration::from_secs(30));
+    let wait =
+        crate::guest::livepatch::wait_transition_command("klp_cumul_v1", Duration::from_secs(30));
     let mut log = String::new();
     let mut host = [Vec::new(), Vec::new()];
     for _ in 0..options.transitions.max(1) {
@@ -429,7 +439,8 @@ fn peer_rows(context: &Context) -> Result<Vec<Row>> {
 /// holds both "patching complete" and the sighting, timestamped by the
 /// same clock. Then unload it again.
 fn transition_detection(guest: &mut Guest) -> Result<Duration> {
-    let wait = crate::scenario::wait_command("klp_cumul_v1", Duration::from_secs(30));
+    let wait =
+        crate::guest::livepatch::wait_transition_command("klp_cumul_v1", Duration::from_secs(30));
     guest.run_ok(&format!(
         "insmod /klp/klp_cumul_v1.ko && {wait} && echo '{SEEN}' > /dev/kmsg"
     ))?;
@@ -469,7 +480,12 @@ fn peer(project: &Project, cache: &Cache, spec: &KernelSpec) -> Result<(Duration
     let selftests = crate::peer::selftests::Selftests::find(&source)?;
     let modules = selftests.build_modules(project, &kernel, cache)?;
     let kit = crate::peer::GuestKit::new(cache)?;
-    let mut guest = scenario::boot_guest(project, cache, &flows, spec)?;
+    let request = scenario::testbed_request(
+        &flows,
+        scenario::artifacts_dir(project, &flows.name, &spec.name),
+    );
+    let (testbed, _) = crate::testbed::start(project, cache, spec, &request)?;
+    let mut guest = testbed.guest;
     crate::peer::selftests::prepare_guest(&mut guest, &kit, &selftests, &modules, &kernel)?;
     let script = crate::peer::selftests::run_script(
         &mut guest,
@@ -490,7 +506,7 @@ fn peer(project: &Project, cache: &Cache, spec: &KernelSpec) -> Result<(Duration
         &mut guest,
         &flows,
         &flows.steps,
-        scenario::Settings::new(&artifacts),
+        scenario::Settings::new(&artifacts, crate::testbed::Timeouts::from_env().transition),
         &mut trace,
     )
     .with_context(|| format!("{} after test-state.sh", flows.name))?;

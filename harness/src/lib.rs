@@ -28,6 +28,7 @@ pub mod project;
 pub mod report;
 pub mod scenario;
 pub mod settings;
+pub mod testbed;
 pub mod ui;
 pub mod vm;
 pub mod yaml;

@@ -1087,8 +1087,11 @@ fn qemu_view(kernel: &str) -> Outcome {
     let file = project.scenarios_dir().join(format!("{}.yaml", SHORT[0]));
     let scenario =
         klp_harness::scenario::load(&project, &file).map_err(|e| fail(format!("{e:#}")))?;
-    let guest = klp_harness::scenario::boot_guest(&project, &cache, &scenario, &spec)
+    let log_dir = klp_harness::scenario::artifacts_dir(&project, &scenario.name, &spec.name);
+    let request = klp_harness::scenario::testbed_request(&scenario, log_dir);
+    let (testbed, _) = klp_harness::testbed::start(&project, &cache, &spec, &request)
         .map_err(|e| fail(format!("{e:#}")))?;
+    let guest = testbed.guest;
     let report = guest.vm.monitor_report();
     guest.shutdown().map_err(|e| fail(format!("{e:#}")))?;
     for wanted in [

@@ -32,6 +32,8 @@ const LAYERS: &[&str] = &[
     "image",
     "vm",
     "guest",
+    // A ready guest from a request: kernel, fixtures, image, VM.
+    "testbed",
     "model",
     "scenario",
     "peer",
@@ -183,14 +185,72 @@ fn resolve(path: &[String], known: &BTreeSet<ModulePath>) -> Option<ModulePath> 
         .find(|prefix| known.contains(prefix))
 }
 
+/// What each module's `pub use` lines re-export: (module, name) ──> the
+/// path the name stands for. `pub use child::X` in `m` makes `m::X`
+/// mean `m::child::X`.
+fn reexports(modules: &[Module]) -> BTreeMap<(ModulePath, String), ModulePath> {
+    let mut found = BTreeMap::new();
+    for module in modules {
+        for line in module.code.lines() {
+            let Some(rest) = line.trim_start().strip_prefix("pub use ") else {
+                continue;
+            };
+            // `crate::` and `super::` paths are absolute already.
+            let absolute = Module {
+                path: module.path.clone(),
+                code: rest.to_string(),
+            };
+            let mut paths = references(&absolute);
+            if paths.is_empty() {
+                paths = paths_after(rest.trim_start_matches("self::"))
+                    .into_iter()
+                    .map(|tail| module.path.iter().cloned().chain(tail).collect())
+                    .collect();
+            }
+            for path in paths {
+                if let Some(name) = path.last() {
+                    found.insert((module.path.clone(), name.clone()), path);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The module a reference lands in, following re-exports to where the
+/// item is defined.
+fn resolve_through(
+    reference: &[String],
+    known: &BTreeSet<ModulePath>,
+    reexports: &BTreeMap<(ModulePath, String), ModulePath>,
+) -> Option<ModulePath> {
+    let mut path = reference.to_vec();
+    for _ in 0..8 {
+        let target = resolve(&path, known)?;
+        let Some(name) = path.get(target.len()) else {
+            return Some(target);
+        };
+        match reexports.get(&(target.clone(), name.clone())) {
+            Some(source) if source != &path[..target.len() + 1] => {
+                let mut next = source.clone();
+                next.extend(path[target.len() + 1..].iter().cloned());
+                path = next;
+            }
+            _ => return Some(target),
+        }
+    }
+    resolve(&path, known)
+}
+
 /// Edges between siblings: (parent, from child, to child); "self" stands
 /// for the parent's own code.
 fn sibling_edges(modules: &[Module]) -> BTreeSet<(ModulePath, String, String)> {
     let known: BTreeSet<ModulePath> = modules.iter().map(|m| m.path.clone()).collect();
+    let reexports = reexports(modules);
     let mut edges = BTreeSet::new();
     for module in modules {
         for reference in references(module) {
-            let Some(target) = resolve(&reference, &known) else {
+            let Some(target) = resolve_through(&reference, &known, &reexports) else {
                 continue;
             };
             let common = module
@@ -346,4 +406,36 @@ fn the_reader_sees_the_kinds_of_references_it_must() {
         cycle(&edges),
         Some(vec!["a".into(), "b".into(), "a".into()])
     );
+}
+
+/// A child reaching a sibling through its parent's `pub use` depends on
+/// that sibling: `run` using `super::Timeouts`, re-exported from
+/// `session`, while `session` uses `run`, is a cycle.
+#[test]
+fn a_cycle_through_a_reexport_is_a_cycle() {
+    let module = |path: &[&str], code: &str| Module {
+        path: path.iter().map(|p| p.to_string()).collect(),
+        code: code.to_string(),
+    };
+    let modules = [
+        module(
+            &["s"],
+            "mod run;\nmod session;\npub use session::{execute, Timeouts};",
+        ),
+        module(&["s", "run"], "use super::Timeouts;"),
+        module(&["s", "session"], "use super::run;\nfn f() { run::go() }"),
+    ];
+    let edges = sibling_edges(&modules);
+    assert!(
+        edges.contains(&(vec!["s".into()], "run".into(), "session".into())),
+        "{edges:?}"
+    );
+    let graph: BTreeMap<String, BTreeSet<String>> =
+        edges
+            .into_iter()
+            .fold(BTreeMap::new(), |mut graph, (_, from, to)| {
+                graph.entry(from).or_default().insert(to);
+                graph
+            });
+    assert!(cycle(&graph).is_some(), "{graph:?}");
 }

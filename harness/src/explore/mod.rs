@@ -95,10 +95,10 @@ pub fn default_jobs() -> usize {
     scenario::default_jobs() + 1
 }
 
-/// The scenario the pool's guests boot with: every pool fixture. Each
-/// guest has its own copy, so that their logs do not mix.
-fn pool_scenario_file(job: usize) -> String {
-    format!("explore-pool-{}.yaml", job + 1)
+/// Where the pool's fixture files go: beside the sequences, as a scenario's
+/// own fixtures (`scenario::local_fixtures_dir`).
+fn pool_fixtures_dir(workspace: &Path) -> PathBuf {
+    scenario::local_fixtures_dir(&workspace.join("sequence.yaml"))
 }
 
 /// What running one sequence found.
@@ -122,7 +122,7 @@ pub fn explore(
         std::fs::remove_dir_all(&workspace)
             .with_context(|| format!("cannot clear {}", workspace.display()))?;
     }
-    let fixtures_dir = scenario::local_fixtures_dir(&workspace.join(pool_scenario_file(0)));
+    let fixtures_dir = pool_fixtures_dir(&workspace);
     std::fs::create_dir_all(&fixtures_dir)
         .with_context(|| format!("cannot create {}", fixtures_dir.display()))?;
 
@@ -414,7 +414,11 @@ struct Runner<'a> {
     spec: &'a KernelSpec,
     workspace: PathBuf,
     pool: Vec<String>,
-    pool_scenario: scenario::Scenario,
+    /// The target module and every pool fixture: each guest has them all.
+    pool_fixtures: Vec<crate::fixture::Fixture>,
+    cpus: u32,
+    /// Where this runner's guests log.
+    log_dir: PathBuf,
     guest: Option<Guest>,
     boots: usize,
     /// Model inputs for each run's follower.
@@ -431,13 +435,11 @@ impl<'a> Runner<'a> {
         cpus: u32,
         job: usize,
     ) -> Result<Self> {
-        let file = workspace.join(pool_scenario_file(job));
-        let text = format!(
-            "description: every fixture of the pool\ncpus: {cpus}\nfixtures: [{TARGET}, {}]\nsteps:\n  - load: {TARGET}\n",
-            pool.join(", ")
-        );
-        std::fs::write(&file, &text)?;
-        let pool_scenario = scenario::parse(project, &file, &text)?;
+        let fixtures_dir = pool_fixtures_dir(workspace);
+        let mut pool_fixtures = vec![crate::fixture::find(project, TARGET)?];
+        for name in pool {
+            pool_fixtures.push(crate::fixture::find_in(&fixtures_dir, name)?);
+        }
         Ok(Runner {
             project,
             project_root: project.root().to_path_buf(),
@@ -445,51 +447,52 @@ impl<'a> Runner<'a> {
             spec,
             workspace: workspace.to_path_buf(),
             pool: pool.to_vec(),
-            pool_scenario,
+            pool_fixtures,
+            cpus,
+            log_dir: workspace.join(format!("pool-{}", job + 1)),
             guest: None,
             boots: 0,
             follow: None,
         })
     }
 
-    /// The sequence as a checked scenario file, and its text; an error when
-    /// the model cannot follow it or the scenario loader rejects it.
-    fn render(
-        &self,
-        start: &Model,
-        ops: &[Op],
-        label: &str,
-    ) -> Result<(PathBuf, String, Scenario)> {
+    /// The sequence as a scenario, made from the model's operations, and
+    /// the text it would be saved as; an error when the model cannot
+    /// follow it.
+    fn render(&self, start: &Model, ops: &[Op], label: &str) -> Result<(String, Scenario)> {
         let moves = sequence::replay(start, ops).context("a sequence the model cannot follow")?;
         let file = self.workspace.join(format!("{label}.yaml"));
-        let text = sequence::scenario_yaml(
-            label,
-            label,
-            &sequence::fixtures_used(&self.pool, &moves),
-            &moves,
-            self.pool_scenario.cpus,
-        );
-        let scenario = scenario::parse(self.project, &file, &text)?;
-        Ok((file, text, scenario))
+        let used = sequence::fixtures_used(&self.pool, &moves);
+        let text = sequence::scenario_yaml(label, label, &used, &moves, self.cpus);
+        let steps = sequence::checked_steps(&file, &text, &moves);
+        let fixtures = self
+            .pool_fixtures
+            .iter()
+            .filter(|f| f.name == TARGET || used.contains(&f.name))
+            .cloned()
+            .collect();
+        let scenario = Scenario::generated(label.to_string(), file, fixtures, steps, self.cpus)?;
+        Ok((text, scenario))
     }
 
     /// Run one sequence; Some(failure) when the kernel and the model differ.
     fn run(&mut self, start: &Model, ops: &[Op], label: &str) -> Result<Option<Failure>> {
-        let (file, text, scenario) = self.render(start, ops, label)?;
-        std::fs::write(&file, &text)?;
+        let (text, scenario) = self.render(start, ops, label)?;
         let artifacts = self.workspace.join("runs").join(label);
         std::fs::create_dir_all(&artifacts)?;
-        let mut settings = Settings::new(&artifacts);
+        let limit = crate::testbed::Timeouts::from_env().transition;
+        let mut settings = Settings::new(&artifacts, limit);
         if let Some((defs, profile, mutation)) = &self.follow {
             settings.follower = Some(Follower::new(defs.clone(), profile, *mutation));
         }
         if self.guest.is_none() {
-            self.guest = Some(scenario::boot_guest(
-                self.project,
-                self.cache,
-                &self.pool_scenario,
-                self.spec,
-            )?);
+            let request = crate::testbed::Request {
+                cpus: self.cpus,
+                ..crate::testbed::Request::new(&self.pool_fixtures, self.log_dir.clone())
+            };
+            let (testbed, _) =
+                crate::testbed::start(self.project, self.cache, self.spec, &request)?;
+            self.guest = Some(testbed.guest);
             self.boots += 1;
         }
         let guest = self.guest.as_mut().expect("booted");
@@ -505,10 +508,13 @@ impl<'a> Runner<'a> {
                 if restored || !self.reset(&artifacts)? {
                     self.stop();
                 }
-                std::fs::remove_file(&file).ok();
                 Ok(None)
             }
             Err(err) => {
+                // A sequence is written out only when it failed: to re-run it.
+                let file = &scenario.file;
+                std::fs::write(file, &text)
+                    .with_context(|| format!("cannot write {}", file.display()))?;
                 let console = self.workspace.join("runs").join(label).join("console.log");
                 if let Some(guest) = self.guest.take() {
                     std::fs::write(&console, guest.vm.console.text()).ok();
@@ -528,8 +534,8 @@ impl<'a> Runner<'a> {
         let Some(guest) = self.guest.as_mut() else {
             return Ok(false);
         };
-        let limit = scenario::Timeouts::from_env().transition;
-        let wait = scenario::wait_command("$p", limit);
+        let limit = crate::testbed::Timeouts::from_env().transition;
+        let wait = crate::guest::livepatch::wait_transition_command("$p", limit);
         let command = format!(
             "echo 0 > /sys/kernel/klp_target/park 2>/dev/null; r=0; \
              while p=$(ls /sys/kernel/livepatch | tail -n 1); [ -n \"$p\" ] && [ $r -lt 20 ]; do \

@@ -3,10 +3,13 @@
 
 use crate::fixture::target::{self, MODULE as TARGET};
 use crate::model::{Model, Op, Response};
+use crate::scenario::step::{Action, CheckedStep, Kind};
+use crate::yaml::Position;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::path::Path;
 
 /// An operation with what the model says about it.
 #[derive(Clone, Debug)]
@@ -319,6 +322,77 @@ pub fn scenario_yaml(
     text
 }
 
+/// The steps of the scenario `scenario_yaml` writes for `moves` (its
+/// `text`), made from the model's operations directly: each at its line
+/// of the text, so that a failure points into the file once it is saved.
+pub fn checked_steps(file: &Path, text: &str, moves: &[Move]) -> Vec<CheckedStep> {
+    let lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.starts_with("  - "))
+        .map(|(index, _)| index as u64 + 1);
+    let load_target = (Op::Load(TARGET.to_string()), true, None);
+    let steps = moves.iter().map(|m| {
+        let refused = match m.outcome {
+            Response::Refused(errno) => Some(errno.to_string()),
+            _ => None,
+        };
+        (m.op.clone(), m.wait, refused)
+    });
+    std::iter::once(load_target)
+        .chain(steps)
+        .zip(lines)
+        .enumerate()
+        .map(|(index, ((op, wait, refused), line))| CheckedStep {
+            label: (index + 1).to_string(),
+            position: Position {
+                file: file.to_path_buf(),
+                line,
+                column: 5,
+            },
+            action: action(&op),
+            wait_transition: wait || !matches!(op, Op::Load(_) | Op::Disable(_)),
+            expected_errno: refused,
+            within: None,
+            follow_model: true,
+            shows_bug: false,
+            expect: Default::default(),
+            op: Some(op),
+        })
+        .collect()
+}
+
+/// The scenario action that performs a model operation.
+fn action(op: &Op) -> Action {
+    let (kind, operand, value) = match op {
+        Op::Load(x) => (Kind::Load, x.clone(), None),
+        Op::Disable(x) => (Kind::Disable, x.clone(), None),
+        Op::Unload(x) => (Kind::Unload, x.clone(), None),
+        Op::Wait(x) => (Kind::Wait, x.clone(), None),
+        Op::Reverse(x) => (Kind::Reverse, x.clone(), None),
+        Op::Force(x) => (Kind::Force, x.clone(), None),
+        Op::Park => (Kind::Park, TARGET.to_string(), None),
+        Op::Release => (Kind::Release, TARGET.to_string(), None),
+        Op::Spin => (Kind::Spin, TARGET.to_string(), None),
+        Op::StopSpin => (Kind::StopSpin, TARGET.to_string(), None),
+        Op::WritePatchEnabled { module, value } => (
+            Kind::Write,
+            format!("/sys/kernel/livepatch/{module}/enabled"),
+            Some(u8::from(*value).to_string()),
+        ),
+        Op::WriteFeatureEnabled { id, value } => (
+            Kind::Write,
+            format!("/sys/kernel/klp_features/{id}/enabled"),
+            Some(u8::from(*value).to_string()),
+        ),
+    };
+    Action {
+        kind,
+        operand,
+        value,
+    }
+}
+
 fn push_outcome(text: &mut String, m: &Move) {
     if let Response::Refused(errno) = m.outcome {
         let _ = writeln!(text, "    error: {errno}");
@@ -342,6 +416,53 @@ mod tests {
         );
         model.step(&Op::Load(target::MODULE.into()), true).unwrap();
         (model, fixtures.into_iter().map(|f| f.name).collect())
+    }
+
+    /// The steps made from the model's operations are the ones the
+    /// scenario loader makes of the saved text: one vocabulary.
+    #[test]
+    fn steps_made_from_operations_match_the_saved_scenario() {
+        let project = crate::project::Project::at(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures_dir = crate::scenario::local_fixtures_dir(&dir.path().join("s.yaml"));
+        std::fs::create_dir_all(&fixtures_dir).unwrap();
+        let mut compared = 0;
+        for seed in 0..40 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let fixtures = pool::generate(&mut rng, seed, 6);
+            for fixture in &fixtures {
+                let file = fixtures_dir.join(format!("{}.yaml", fixture.name));
+                std::fs::write(file, fixture.yaml(seed)).unwrap();
+            }
+            let (model, pool) = start(seed);
+            let ops = generate(&mut rng, &model, &pool, 12);
+            let moves = replay(&model, &ops).unwrap();
+            let file = dir.path().join(format!("seed{seed}.yaml"));
+            let text = scenario_yaml("h", "d", &fixtures_used(&pool, &moves), &moves, 1);
+            let parsed = crate::scenario::parse(&project, &file, &text).unwrap();
+            let made = checked_steps(&file, &text, &moves);
+            assert_eq!(made.len(), parsed.steps.len(), "{text}");
+            for (made, parsed) in made.iter().zip(&parsed.steps) {
+                let shown = |s: &CheckedStep| {
+                    format!(
+                        "{} {} {} {:?} {} {:?} {}",
+                        s.label,
+                        s.position,
+                        s.action,
+                        s.expected_errno,
+                        s.wait_transition,
+                        s.op,
+                        s.follow_model
+                    )
+                };
+                assert_eq!(shown(made), shown(parsed), "{text}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 200, "{compared}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use rexpect::session::StreamSession;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+pub mod livepatch;
 pub mod snapshot;
 pub mod transitions;
 
@@ -80,7 +81,7 @@ fn parse_marker(text: &str, marker: &str) -> Option<(String, i32)> {
     Some((body[..at].to_string(), status))
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CommandResult {
     pub status: i32,
     pub output: String,
@@ -295,6 +296,42 @@ impl Guest {
     }
 }
 
+/// Single-quote for the guest shell.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// What a scenario's steps need from a guest: commands, the kernel log a
+/// step caused, the whole console and the kernel's command line. `Guest`
+/// is the real one; unit tests play recorded transcripts through it.
+pub trait Link {
+    fn run(&mut self, command: &str) -> Result<CommandResult>;
+    /// Kernel messages logged since the previous call, and the output of
+    /// `also`, run in the same round trip.
+    fn kernel_log_since_last_and(&mut self, also: &str) -> Result<(String, String)>;
+    /// Everything the console has shown since the guest started.
+    fn console(&self) -> String;
+    fn command_line(&self) -> String;
+}
+
+impl Link for Guest {
+    fn run(&mut self, command: &str) -> Result<CommandResult> {
+        Guest::run(self, command)
+    }
+
+    fn kernel_log_since_last_and(&mut self, also: &str) -> Result<(String, String)> {
+        Guest::kernel_log_since_last_and(self, also)
+    }
+
+    fn console(&self) -> String {
+        self.vm.console.text()
+    }
+
+    fn command_line(&self) -> String {
+        self.vm.command_line.clone()
+    }
+}
+
 /// One session for the guest's lifetime: its reader thread owns the socket's input.
 fn session(vm: &Vm, command_timeout: Duration) -> Result<StreamSession<UnixStream>> {
     let reader = vm
@@ -309,6 +346,11 @@ fn session(vm: &Vm, command_timeout: Duration) -> Result<StreamSession<UnixStrea
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quotes_survive_the_shell() {
+        assert_eq!(shell_quote("echo 'hi'"), r"'echo '\''hi'\'''");
+    }
 
     #[test]
     fn marker_ends_the_output_and_carries_the_status() {

@@ -484,6 +484,56 @@ impl Profile {
     }
 }
 
+/// A profile as kept with a run's observations: the version, and each
+/// row's decision with how it was made.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ProfileRecord {
+    pub version: Vec<u32>,
+    /// Row id ──> (present, "source FILE" | "version" | "architecture ARCH").
+    pub decided: BTreeMap<String, (bool, String)>,
+}
+
+impl Profile {
+    pub fn record(&self) -> ProfileRecord {
+        let decided = self
+            .decided
+            .iter()
+            .map(|(id, (has, basis))| {
+                let basis = match basis {
+                    Basis::Source(file) => format!("source {file}"),
+                    Basis::Version => "version".to_string(),
+                    Basis::Architecture(arch) => format!("architecture {arch}"),
+                };
+                (id.to_string(), (*has, basis))
+            })
+            .collect();
+        ProfileRecord {
+            version: self.version.clone(),
+            decided,
+        }
+    }
+
+    /// The profile a record keeps; rows it lacks (added since) are decided
+    /// by the version, as for a prebuilt kernel.
+    pub fn from_record(record: &ProfileRecord) -> Result<Self, String> {
+        let mut profile = Profile::from_version(&record.version);
+        for (id, (has, basis)) in &record.decided {
+            let behaviour = find(id).ok_or_else(|| format!("no behaviour row {id:?}"))?;
+            let basis = match basis.split_once(' ') {
+                None if basis == "version" => Basis::Version,
+                Some(("architecture", arch)) => Basis::Architecture(arch.to_string()),
+                Some(("source", file)) => match &behaviour.detect {
+                    Some(detect) if detect.file == file => Basis::Source(detect.file),
+                    _ => return Err(format!("row {id} is not decided from {file}")),
+                },
+                _ => return Err(format!("row {id}: {basis:?} is not a basis")),
+            };
+            profile.decided.insert(behaviour.id, (*has, basis));
+        }
+        Ok(profile)
+    }
+}
+
 fn detect_in(tree: &Path, detect: &Detect) -> Option<(bool, Basis)> {
     let text = std::fs::read_to_string(tree.join(detect.file)).ok()?;
     let text = squeeze(&text);

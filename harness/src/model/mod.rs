@@ -5,13 +5,13 @@
 //!
 //! It predicts, after every operation, whether the operation is refused
 //! (and with which errno) and every file of the livepatch, feature and
-//! target sysfs directories (see `snapshot`). It knows the fixtures that
+//! target sysfs directories (see `listing`). It knows the fixtures that
 //! `fixtures/*.yaml` generate and the busy target; nothing else.
 
 mod callbacks;
+pub mod listing;
 mod modules;
 mod operations;
-pub mod snapshot;
 mod state;
 mod transitions;
 

@@ -272,9 +272,6 @@ pub fn timeout() -> Duration {
     crate::settings::get().selftest_timeout
 }
 
-/// The guest scripts run in: any fixtures are copied in later.
-const GUEST: &str = "description: kernel selftests\nfixtures: []\nsteps:\n  - run: 'true'\n";
-
 /// Boot a guest of `spec` (a kernel built from source) with the selftests
 /// in place; its tree's selftests and the kernel. `label` names the run's
 /// log directory (runs/kselftest-LABEL/KERNEL).
@@ -284,19 +281,24 @@ pub fn guest_for(
     spec: &KernelSpec,
     label: &str,
 ) -> Result<(Guest, Selftests, Kernel)> {
-    let kernel = crate::kernel::prepare(spec, cache)?;
+    let prepared = crate::testbed::prepare_kernel(spec, cache)?;
+    let kernel = &prepared.kernel;
     let tree = kernel
         .source
         .clone()
         .with_context(|| format!("{} is prebuilt: it has no selftests", spec.name))?;
     let selftests = Selftests::find(&tree)?;
-    let modules = selftests.build_modules(project, &kernel, cache)?;
+    let modules = selftests.build_modules(project, kernel, cache)?;
     let kit = GuestKit::new(cache)?;
-    let file = PathBuf::from(format!("kselftest-{label}.yaml"));
-    let scenario = crate::scenario::parse(project, &file, GUEST)?;
-    let mut guest = crate::scenario::boot_guest(project, cache, &scenario, spec)?;
-    prepare_guest(&mut guest, &kit, &selftests, &modules, &kernel)?;
-    Ok((guest, selftests, kernel))
+    let log_dir =
+        crate::scenario::artifacts_dir(project, &format!("kselftest-{label}"), &spec.name);
+    let request = crate::testbed::Request::new(&[], log_dir);
+    let mut guest = match prepared.start(project, cache, &request)? {
+        crate::testbed::Ready::Up(testbed) => testbed.guest,
+        crate::testbed::Ready::NotApplicable(why) => bail!("{}: {why}", spec.name),
+    };
+    prepare_guest(&mut guest, &kit, &selftests, &modules, kernel)?;
+    Ok((guest, selftests, prepared.kernel))
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ pub fn rerun_script(project: &Project, scenario: &Scenario, kernel: &str) -> Str
     format!(
         "#!/bin/sh\n# Re-runs {} on {kernel}.\ncd {} && {}\n",
         scenario.name,
-        super::run::shell_quote(&project.root().display().to_string()),
+        crate::guest::shell_quote(&project.root().display().to_string()),
         rerun_command(project, scenario, kernel)
     )
 }

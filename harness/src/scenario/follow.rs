@@ -4,8 +4,9 @@
 use super::step::{Action, CheckedStep, Kind};
 use crate::fixture::target::{self, MODULE as TARGET};
 use crate::fixture::{self, Fixture, FixtureSource};
+use crate::guest::livepatch::Listing;
 use crate::kernel::behaviour::Profile;
-use crate::model::{snapshot, Defs, Model, Mutation, Op, PatchDef, Prediction, Response};
+use crate::model::{listing, Defs, Model, Mutation, Op, PatchDef, Prediction, Response};
 use anyhow::{bail, Result};
 
 /// The scenario's fixtures as the model knows them; an error, at the step,
@@ -108,12 +109,11 @@ impl Follower {
 
     /// Step the model; None for a step it does not predict (`run`).
     pub fn predict(&mut self, step: &CheckedStep) -> Result<Option<Prediction>> {
-        let op = op(&step.action).map_err(anyhow::Error::msg)?;
-        let Some(op) = op else {
+        let Some(op) = &step.op else {
             return Ok(None);
         };
         let waits = step.wait_transition && step.expected_errno.is_none();
-        Ok(Some(self.model.step(&op, waits)?))
+        Ok(Some(self.model.step(op, waits)?))
     }
 
     /// The step's outcome against the prediction.
@@ -128,10 +128,10 @@ impl Follower {
         Ok(())
     }
 
-    /// The step's sysfs snapshot against the model's files.
-    pub fn check_files(&self, snapshot_text: &str) -> Result<()> {
+    /// The step's sysfs listing against the model's files.
+    pub fn check_files(&self, found: &Listing) -> Result<()> {
         let predicted = self.model.predicted_files();
-        if let Some(diff) = snapshot::diff(&predicted, &snapshot::parse(snapshot_text)) {
+        if let Some(diff) = listing::diff(&predicted, &found.files) {
             bail!("sysfs differs from the reference model after this step:\n{diff}");
         }
         Ok(())

@@ -69,6 +69,12 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
     } else {
         None
     };
+    if model.is_some() {
+        // The one place a step's YAML becomes the model's operation.
+        for step in &mut steps {
+            step.op = super::follow::op(&step.action).expect("model_defs checked every step");
+        }
+    }
     Ok(Scenario {
         name: scenario_name(project, file),
         file: file.to_path_buf(),
@@ -86,6 +92,37 @@ pub fn parse(project: &Project, file: &Path, text: &str) -> Result<Scenario> {
         cpus: header.cpus,
         clock: header.clock,
     })
+}
+
+impl Scenario {
+    /// A scenario made in code from the model's operations (`explore`):
+    /// every step followed by the model, nothing allowed beyond the usual.
+    pub fn generated(
+        name: String,
+        file: PathBuf,
+        fixtures: Vec<Fixture>,
+        steps: Vec<CheckedStep>,
+        cpus: u32,
+    ) -> Result<Scenario> {
+        let model = super::follow::model_defs(&fixtures, &steps)?;
+        Ok(Scenario {
+            name,
+            file,
+            description: String::new(),
+            rules: Vec::new(),
+            kernels: None,
+            requires: Default::default(),
+            fixtures,
+            needs_kernel_source: false,
+            steps,
+            allow: Default::default(),
+            model: Some(model),
+            fresh_boot: false,
+            fix: None,
+            cpus,
+            clock: None,
+        })
+    }
 }
 
 /// `shows_bug` marks where a scenario's `fix` shows, so one needs the other.

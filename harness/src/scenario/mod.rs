@@ -5,9 +5,11 @@ mod discover;
 pub mod follow;
 pub mod format;
 mod header;
+mod judge;
 mod load;
 mod observe;
 mod pool;
+mod record;
 mod run;
 mod session;
 pub mod step;
@@ -18,10 +20,11 @@ pub use artifacts::rerun_command;
 pub use discover::{local_fixtures_dir, scenario_files, scenario_name};
 pub use header::{EXPECTED_TAINT, RULES, TAINT_FLAGS};
 pub use load::{load, parse, Scenario};
-pub use observe::{retry_command, wait_transition_command as wait_command, SNAPSHOT_COMMAND};
+pub use observe::{EndObservation, Observation};
 pub use pool::{default_jobs, execute_many};
+pub use record::{rejudge, RunRecord};
 pub use run::{run_steps, Settings};
-pub use session::{boot_guest, execute, shell, Timeouts};
+pub use session::{execute, shell, testbed_request};
 pub use step::{Action, Kind};
 pub use verdict::{
     applicability, artifacts_dir, FailedStep, Failure, KnownBug, Mismatch, Outcome, StepError,

@@ -1,191 +1,143 @@
-//! Reading the guest's livepatch state and the kernel log.
+//! What the guest shows after a step, as data: one round trip reads the
+//! command's status and output, the kernel log it caused, the sysfs
+//! listing and the files its expectations name. The judge works from
+//! this alone, live or from a kept run.
 
 use super::format::{FeatureState, PatchState};
 use super::header::TAINT_FLAGS;
-use crate::guest::Guest;
+use crate::guest::livepatch::{Listing, LISTING_COMMAND};
+use crate::guest::{CommandResult, Link};
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 const LIVEPATCH: &str = "/sys/kernel/livepatch";
 
-/// Every readable file under the livepatch, feature and target sysfs
-/// directories, one `path:value` per line, as `grep -r .` prints them,
-/// but read by shell builtins: a step takes one, and under TCG the fork
-/// and exec of grep cost 5 to 6 ms of the guest's time where the
-/// builtins take 3. The globs reach every depth that holds attributes:
-/// livepatch/PATCH/ATTR, livepatch/PATCH/OBJECT/patched,
-/// klp_features/ID/ATTR and klp_target/ATTR. Every attribute is one line.
-pub const SNAPSHOT_COMMAND: &str =
-    "for f in /sys/kernel/livepatch/*/* /sys/kernel/livepatch/*/*/* \
-     /sys/kernel/klp_features/*/* /sys/kernel/klp_target/*; do \
-     [ -f \"$f\" ] && { IFS= read -r v < \"$f\"; } 2>/dev/null && echo \"$f:$v\"; done; true";
-
-/// Shell that waits until the patch's `transition` is not 1, for at most
-/// `limit` on the guest's clock (/proc/uptime, in hundredths of a second);
-/// succeeds when the transition has ended or the patch has left sysfs.
-/// A read that fails means the patch is leaving: when the attribute goes
-/// away under it, a read can get "1" and then fail, so its value is not
-/// trusted then. Nothing in the loop forks: `read` is a shell builtin, and
-/// the pause is a `read -t` on a FIFO nobody writes. Under TCG each fork
-/// costs milliseconds of the guest's CPU, which the transition's own work
-/// (klp's retry, RCU grace periods) then waits for. Once the transition
-/// has ended, every disabled patch is waited for until it has left sysfs:
-/// the patch just disabled, and the patches an atomic replace just
-/// replaced. klp removes them from work items after the transition
-/// (`klp_free_patch_async()`, `klp_free_replaced_patches_async()`,
-/// kernel/livepatch/transition.c), which can run after the wait saw
-/// `transition` 0; no patch stays in sysfs disabled. One brace group, so
-/// that `A && WAIT && B` chains.
-pub fn wait_transition_command(name: &str, limit: Duration) -> String {
-    let hundredths = (limit.as_millis() / 10).max(1);
-    // "12.05" -> 1205; `1${up#*.} - 100` keeps "05" from reading as octal.
-    let now = "read -r up _ < /proc/uptime; now=$((${up%.*} * 100 + 1${up#*.} - 100))";
-    format!(
-        "{{ [ -p {PAUSE_FIFO} ] || mkfifo {PAUSE_FIFO}; {now}; end=$((now + {hundredths})); \
-         while {{ read -r t < {LIVEPATCH}/{name}/transition; }} 2>/dev/null || t=gone; \
-         [ \"$t\" = 1 ] && [ $now -lt $end ]; do read -t 0.005 p <> {PAUSE_FIFO}; {now}; done; \
-         while [ \"$t\" != 1 ] && [ $now -lt $end ]; do g=0; \
-         for e in {LIVEPATCH}/*/enabled; do {{ read -r v < \"$e\"; }} 2>/dev/null && [ \"$v\" = 0 ] && g=1; done; \
-         [ $g = 1 ] || break; read -t 0.005 p <> {PAUSE_FIFO}; {now}; done; \
-         [ \"$t\" != 1 ]; }}"
-    )
+/// Everything one step showed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// The guest shell command the step ran.
+    pub command: String,
+    /// None when the guest gave no answer (`lost` says why).
+    pub result: Option<CommandResult>,
+    /// Kernel messages the step caused.
+    pub log: String,
+    /// `LISTING_COMMAND`'s output after the step.
+    pub listing: String,
+    /// The files the step's expectations name: path ──> content.
+    pub reads: BTreeMap<String, String>,
+    /// Why the guest could not be observed (it stopped, or did not answer).
+    pub lost: Option<String>,
 }
 
-/// Shell that runs `command` until it succeeds, at most `tries` times,
-/// 10 ms apart (forking nothing in between); succeeds if one try did.
-/// Removing a disabled patch's module can fail for a moment after the
-/// transition: klp drops the module's reference from a work item.
-pub fn retry_command(command: &str, tries: u32) -> String {
-    format!(
-        "{{ [ -p {PAUSE_FIFO} ] || mkfifo {PAUSE_FIFO}; n=0; ok=1; \
-         while [ $ok = 1 ] && [ $n -lt {tries} ]; do n=$((n+1)); \
-         if {command}; then ok=0; else read -t 0.01 p <> {PAUSE_FIFO}; fi; done; [ $ok = 0 ]; }}"
-    )
+/// What the guest shows once every step has run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndObservation {
+    /// The whole console, boot included.
+    pub console: String,
+    /// /proc/sys/kernel/tainted, or why it could not be read.
+    pub tainted: std::result::Result<String, String>,
 }
 
-/// A FIFO nobody writes: `read -t` on it pauses the wait loop without a fork.
-const PAUSE_FIFO: &str = "/tmp/klp-pause";
+const READ_START: &str = "@@klp-harness read@@";
+const READ_END: &str = "@@klp-harness end@@";
 
-/// How many CPUs a list like /sys/devices/system/cpu/online's ("0-1,3") names.
-pub fn cpu_count(list: &str) -> Result<u32> {
-    let mut count = 0;
-    for range in list.trim().split(',') {
-        let bad = || anyhow::anyhow!("{list:?} is not a CPU list such as 0-1,3");
-        let (first, last) = range.split_once('-').unwrap_or((range, range));
-        let (first, last): (u32, u32) = (
-            first.parse().map_err(|_| bad())?,
-            last.parse().map_err(|_| bad())?,
-        );
-        if last < first {
-            return Err(bad());
-        }
-        count += last - first + 1;
-    }
-    Ok(count)
-}
-
-/// Patches under /sys/kernel/livepatch, bottom of the stack first. Uses
-/// `stack_order` where the kernel has it, else module load order (patches
-/// are added to the stack as their modules load; /proc/modules lists the
-/// newest module first).
-pub fn patch_stack(guest: &mut Guest) -> Result<Vec<String>> {
-    let output = guest.run_ok(&format!(
-        "for m in $(cut -d' ' -f1 /proc/modules); do [ -d {LIVEPATCH}/$m ] && \
-         echo \"$m $(cat {LIVEPATCH}/$m/stack_order 2>/dev/null)\"; done; true"
-    ))?;
-    Ok(stack_from_listing(&output))
-}
-
-fn stack_from_listing(output: &str) -> Vec<String> {
-    let mut entries: Vec<(Option<u32>, usize, String)> = output
-        .lines()
-        .enumerate()
-        .filter_map(|(newest_first, line)| {
-            let mut words = line.split_whitespace();
-            let name = words.next()?.to_string();
-            let order = words.next().and_then(|o| o.parse().ok());
-            Some((order, usize::MAX - newest_first, name))
-        })
-        .collect();
-    entries.sort();
-    entries.into_iter().map(|(_, _, name)| name).collect()
-}
-
-/// A patch's attributes, with `patched` of the named objects.
-pub fn patch_state(guest: &mut Guest, name: &str, objects: &[&str]) -> Result<Option<PatchState>> {
-    let per_object: Vec<String> = objects.iter().map(|o| format!("{o}/patched")).collect();
-    let mut attributes = vec!["enabled", "transition", "replace", "stack_order"];
-    attributes.extend(per_object.iter().map(String::as_str));
-    let Some(values) = read_attributes(guest, &format!("{LIVEPATCH}/{name}"), &attributes)? else {
-        return Ok(None);
+/// Run `command`, then read the kernel log, the listing and `reads` in
+/// one more round trip. A guest that stops answering ends the
+/// observation with `lost` set.
+pub fn observe(link: &mut dyn Link, command: &str, reads: &[String]) -> Observation {
+    let mut observation = Observation {
+        command: command.to_string(),
+        ..Default::default()
     };
+    match link.run(command) {
+        Ok(result) => observation.result = Some(result),
+        Err(err) => {
+            observation.lost = Some(format!("{err:#}"));
+            return observation;
+        }
+    }
+    let mut after = LISTING_COMMAND.to_string();
+    for path in reads {
+        after.push_str(&format!(
+            "; echo '{READ_START}'; cat {} 2>&1; echo '{READ_END}'",
+            crate::guest::shell_quote(path)
+        ));
+    }
+    match link.kernel_log_since_last_and(&after) {
+        Ok((log, output)) => {
+            observation.log = log;
+            let start = format!("{READ_START}\n");
+            let mut chunks = output.split(&start);
+            observation.listing = chunks.next().unwrap_or_default().to_string();
+            for (path, chunk) in reads.iter().zip(chunks) {
+                let content = chunk
+                    .strip_suffix(&format!("{READ_END}\n"))
+                    .unwrap_or(chunk);
+                observation.reads.insert(path.clone(), content.to_string());
+            }
+        }
+        Err(err) => observation.lost = Some(format!("{err:#}")),
+    }
+    observation
+}
+
+/// The whole console and the taint flags, once the steps have run.
+pub fn observe_end(link: &mut dyn Link) -> EndObservation {
+    let tainted = match link.run("cat /proc/sys/kernel/tainted") {
+        Ok(result) if result.status == 0 => Ok(result.output.trim().to_string()),
+        Ok(result) => Err(format!(
+            "cat /proc/sys/kernel/tainted failed with status {}: {}",
+            result.status, result.output
+        )),
+        Err(err) => Err(format!("{err:#}")),
+    };
+    EndObservation {
+        console: link.console(),
+        tainted,
+    }
+}
+
+/// A patch's attributes in the listing, with `patched` of the named
+/// objects; None when the patch is not under /sys/kernel/livepatch.
+pub fn patch_state(listing: &Listing, name: &str, objects: &[&str]) -> Option<PatchState> {
+    let values = listing.dir(&format!("{LIVEPATCH}/{name}"))?;
     let patched: BTreeMap<String, u8> = objects
         .iter()
         .filter_map(|o| {
             Some((
                 o.to_string(),
-                values.get(&format!("{o}/patched"))?.parse().ok()?,
+                values
+                    .get(format!("{o}/patched").as_str())?
+                    .trim()
+                    .parse()
+                    .ok()?,
             ))
         })
         .collect();
-    let number = |name: &str| values.get(name).and_then(|v| v.parse::<u32>().ok());
+    let number = |name: &str| values.get(name).and_then(|v| v.trim().parse::<u32>().ok());
     let small = |name: &str| number(name).and_then(|v| u8::try_from(v).ok());
-    Ok(Some(PatchState {
+    Some(PatchState {
         enabled: small("enabled"),
         transition: small("transition"),
         replace: small("replace"),
         stack_order: number("stack_order"),
         patched: Some(patched),
-    }))
+    })
 }
 
-/// /sys/kernel/klp_features/<id>/, or None if the feature is not there.
-pub fn feature_state(guest: &mut Guest, id: u64) -> Result<Option<FeatureState>> {
-    let attributes = [
-        "name",
-        "version",
-        "owner",
-        "allocations",
-        "enabled",
-        "shadow",
-    ];
-    let dir = format!("/sys/kernel/klp_features/{id}");
-    let Some(values) = read_attributes(guest, &dir, &attributes)? else {
-        return Ok(None);
-    };
-    Ok(Some(FeatureState {
-        name: values.get("name").cloned(),
-        version: values.get("version").cloned(),
-        owner: values.get("owner").cloned(),
-        allocations: values.get("allocations").and_then(|v| v.parse().ok()),
-        enabled: values.get("enabled").and_then(|v| v.parse().ok()),
-        shadow: values.get("shadow").and_then(|v| v.parse().ok()),
-    }))
-}
-
-/// The named files of a sysfs directory that exist, in one round trip;
-/// None if the directory does not.
-fn read_attributes(
-    guest: &mut Guest,
-    dir: &str,
-    attributes: &[&str],
-) -> Result<Option<BTreeMap<String, String>>> {
-    let output = guest.run(&format!(
-        "cd {dir} && for a in {}; do [ -f $a ] && echo \"$a $(cat $a)\"; done; true",
-        attributes.join(" ")
-    ))?;
-    if output.status != 0 {
-        return Ok(None);
-    }
-    Ok(Some(
-        output
-            .output
-            .lines()
-            .filter_map(|line| line.split_once(' '))
-            .map(|(name, value)| (name.to_string(), value.trim().to_string()))
-            .collect(),
-    ))
+/// /sys/kernel/klp_features/<id>/ in the listing, or None.
+pub fn feature_state(listing: &Listing, id: u64) -> Option<FeatureState> {
+    let values = listing.dir(&format!("/sys/kernel/klp_features/{id}"))?;
+    let text = |name: &str| values.get(name).map(|v| v.trim().to_string());
+    Some(FeatureState {
+        name: text("name"),
+        version: text("version"),
+        owner: text("owner"),
+        allocations: text("allocations").and_then(|v| v.parse().ok()),
+        enabled: text("enabled").and_then(|v| v.parse().ok()),
+        shadow: text("shadow").and_then(|v| v.parse().ok()),
+    })
 }
 
 /// None if every wanted fragment appears in `log`, each on a later line
@@ -266,17 +218,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stack_follows_load_order_without_stack_order() {
-        // /proc/modules: newest first.
-        assert_eq!(stack_from_listing("klp_b\nklp_a\n"), ["klp_a", "klp_b"]);
-    }
-
-    #[test]
-    fn stack_order_attribute_wins_over_load_order() {
-        assert_eq!(stack_from_listing("klp_a 1\nklp_b 2\n"), ["klp_a", "klp_b"]);
-    }
-
-    #[test]
     fn log_lines_must_come_in_order() {
         let log = "a one\nb two\nc three\n";
         assert_eq!(log_diff(log, &["one", "three"]), None);
@@ -335,127 +276,6 @@ mod tests {
         assert_eq!(log_diff(NOT_COMPATIBLE, &[wanted]), None);
         let diff = log_diff(NOT_COMPATIBLE, &[wanted, "patching complete"]).unwrap();
         assert!(diff.contains("MISSING  \"patching complete\""), "{diff}");
-    }
-
-    /// Run shell text with the busybox the guest gets (busybox-static).
-    fn sh(script: &str) -> std::process::Output {
-        std::process::Command::new(crate::host::BUSYBOX_STATIC)
-            .args(["sh", "-c", script])
-            .output()
-            .unwrap()
-    }
-
-    #[test]
-    fn waits_and_retries_chain_as_one_command() {
-        let root = tempfile::tempdir().unwrap();
-        let in_dir = |command: String| {
-            command
-                .replace(LIVEPATCH, &root.path().display().to_string())
-                .replace(PAUSE_FIFO, &root.path().join("pause").display().to_string())
-        };
-        // The directories stand in for /sys/kernel/livepatch/NAME and OTHER.
-        let dir = root.path().join("NAME");
-        std::fs::create_dir(&dir).unwrap();
-        let transition = dir.join("transition");
-        std::fs::write(&transition, "0\n").unwrap();
-        let wait = in_dir(wait_transition_command("NAME", Duration::from_millis(50)));
-        let out = sh(&format!("false && {wait} && echo after"));
-        assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
-        let out = sh(&format!("true && {wait} && echo after"));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "after\n");
-        // Ended disabled: waits (bounded) for the patch to leave sysfs,
-        // and then goes on.
-        let enabled = dir.join("enabled");
-        std::fs::write(&enabled, "0\n").unwrap();
-        let started = std::time::Instant::now();
-        let out = sh(&format!("true && {wait} && echo after"));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "after\n");
-        assert!(started.elapsed() >= Duration::from_millis(40), "{out:?}");
-        // Enabled, with a replaced patch still there: waits for it too.
-        std::fs::write(&enabled, "1\n").unwrap();
-        let other = root.path().join("OTHER");
-        std::fs::create_dir(&other).unwrap();
-        std::fs::write(other.join("enabled"), "0\n").unwrap();
-        let started = std::time::Instant::now();
-        let out = sh(&format!("true && {wait} && echo after"));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "after\n");
-        assert!(started.elapsed() >= Duration::from_millis(40), "{out:?}");
-        // Every patch enabled: no wait, even with a long bound.
-        std::fs::write(other.join("enabled"), "1\n").unwrap();
-        let long = in_dir(wait_transition_command("NAME", Duration::from_secs(3)));
-        let started = std::time::Instant::now();
-        assert_eq!(
-            String::from_utf8_lossy(&sh(&format!("{long} && echo after")).stdout),
-            "after\n"
-        );
-        assert!(started.elapsed() < Duration::from_secs(2));
-        std::fs::remove_file(&enabled).unwrap();
-        // Still in transition: the bounded wait fails, and the chain stops.
-        // The bound is time on the clock, however long each round takes.
-        std::fs::write(&transition, "1\n").unwrap();
-        let started = std::time::Instant::now();
-        let out = sh(&format!("{wait} && echo after || echo still"));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "still\n");
-        let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(40), "{waited:?}");
-        assert!(waited < Duration::from_secs(2), "{waited:?}");
-
-        let tries = root.path().join("tries");
-        let third = format!("echo x >> {0}; [ $(wc -l < {0}) -ge 3 ]", tries.display());
-        let out = sh(&format!(
-            "{} && echo done",
-            in_dir(retry_command(&third, 5))
-        ));
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
-        assert_eq!(std::fs::read_to_string(&tries).unwrap().lines().count(), 3);
-        let never = in_dir(retry_command("false", 2));
-        assert!(!sh(&format!("{never} && echo done")).status.success());
-    }
-
-    #[test]
-    fn the_snapshot_reads_what_grep_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().display().to_string();
-        let files = [
-            ("livepatch/p/enabled", "1\n"),
-            ("livepatch/p/vmlinux/patched", "1\n"),
-            ("livepatch/p/klp_target/patched", "0\n"),
-            ("klp_features/1/name", "demo-fix\n"),
-            ("klp_target/status", "klp_cumul_v2 f1=v2 \n"),
-            ("klp_target/empty", ""),
-        ];
-        for (path, text) in files {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        std::fs::create_dir_all(dir.path().join("livepatch/p/vmlinux/func,1")).unwrap();
-        let local = |command: &str| command.replace("/sys/kernel", &root);
-        let lines = |command: &str| {
-            let out = sh(&local(command));
-            assert!(out.status.success(), "{out:?}");
-            let mut lines: Vec<String> = String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .map(str::to_string)
-                .collect();
-            lines.sort();
-            lines
-        };
-        let grep =
-            "grep -r . /sys/kernel/livepatch /sys/kernel/klp_features /sys/kernel/klp_target";
-        assert_eq!(lines(SNAPSHOT_COMMAND), lines(grep));
-        assert_eq!(lines(SNAPSHOT_COMMAND).len(), 5);
-    }
-
-    #[test]
-    fn cpu_lists_are_counted() {
-        assert_eq!(cpu_count("0").unwrap(), 1);
-        assert_eq!(cpu_count("0-1\n").unwrap(), 2);
-        assert_eq!(cpu_count("0,2-3").unwrap(), 3);
-        assert!(cpu_count("").is_err());
-        assert!(cpu_count("1-0").is_err());
-        assert!(cpu_count("a-b").is_err());
     }
 
     #[test]

@@ -3,38 +3,18 @@
 
 use super::artifacts::{self, rerun_command};
 use super::load::Scenario;
-use super::observe;
+use super::record::{RunRecord, SCENARIO_COPY};
 use super::run;
-use super::verdict::{applicability, Failure, KnownBug, Outcome, StepError, Verdict};
+use super::verdict::{applicability, conclude, Failure, Outcome, Verdict};
 use crate::cache::Cache;
-use crate::guest::{snapshot, Guest};
-use crate::kernel::behaviour::{Basis, Profile};
+use crate::guest::Guest;
+use crate::kernel::behaviour::Profile;
 use crate::kernel::KernelSpec;
 use crate::project::Project;
-use crate::vm::VmConfig;
-use crate::{fixture, host, image, kernel, vm};
+use crate::testbed::{self, Ready, Request, Timeouts};
+use crate::vm;
 use anyhow::{bail, Context, Result};
-use std::time::{Duration, Instant};
-
-/// Bounds on waiting for the guest, from the environment or defaults
-/// generous enough for TCG on a loaded two-core machine.
-#[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
-    pub boot: Duration,
-    pub command: Duration,
-    pub transition: Duration,
-}
-
-impl Timeouts {
-    pub fn from_env() -> Self {
-        let settings = crate::settings::get();
-        Self {
-            boot: settings.boot_timeout,
-            command: settings.command_timeout,
-            transition: settings.transition_timeout,
-        }
-    }
-}
+use std::time::Instant;
 
 /// Build what the scenario needs, boot, run the steps, and judge.
 pub fn execute(
@@ -51,58 +31,18 @@ pub fn execute(
     }
     let mut profile = None;
     let result = execute_inner(project, cache, scenario, spec, &mut verdict, &mut profile);
-    let failure = |err: &anyhow::Error| {
-        Failure::from_error(
-            err,
-            verdict.artifacts.clone(),
-            rerun_command(project, scenario, &spec.name),
-        )
-    };
-    // The fix the scenario checks, when this kernel lacks it.
-    let absent = scenario
-        .fix
-        .zip(profile.as_ref())
-        .filter(|(fix, profile)| !profile.has(fix.id))
-        .map(|(fix, profile)| {
-            (
-                fix,
-                profile.basis(fix.id).cloned().unwrap_or(Basis::Version),
+    if !matches!(verdict.outcome, Outcome::NotApplicable(_)) {
+        let failure = |err: &anyhow::Error| {
+            Failure::from_error(
+                err,
+                verdict.artifacts.clone(),
+                rerun_command(project, scenario, &spec.name),
             )
-        });
-    let outcome = match (result, absent) {
-        (Ok(()), None) => None,
-        (Ok(()), Some((fix, basis))) => {
-            let err = anyhow::anyhow!(
-                "expected known bug {} to show at a `shows_bug` step: the fix is absent \
-                 ({basis}), yet every step passed",
-                fix.label()
-            );
-            Some(Outcome::Fail(failure(&err)))
-        }
-        (Err(err), Some((fix, basis))) if shows_bug(scenario, &err) => {
-            Some(Outcome::KnownBug(KnownBug {
-                fix,
-                basis,
-                failure: failure(&err),
-            }))
-        }
-        (Err(err), _) => Some(Outcome::Fail(failure(&err))),
-    };
-    if let Some(outcome) = outcome {
-        verdict.outcome = outcome;
+        };
+        verdict.outcome = conclude(scenario, profile.as_ref(), result, failure);
     }
     verdict.duration = started.elapsed();
     verdict
-}
-
-/// Whether the run failed at a step marked `shows_bug`.
-fn shows_bug(scenario: &Scenario, err: &anyhow::Error) -> bool {
-    err.downcast_ref::<StepError>().is_some_and(|failed| {
-        scenario
-            .steps
-            .iter()
-            .any(|step| step.shows_bug && step.label == failed.step.label)
-    })
 }
 
 fn execute_inner(
@@ -118,13 +58,16 @@ fn execute_inner(
     };
     *kernel_has = Some(profile.clone());
     let mut trace = String::new();
-    let result = run::run_steps(
-        &mut guest,
+    let settings = settings(
+        project,
         scenario,
-        &scenario.steps,
-        run::Settings::new(&verdict.artifacts).follow(scenario, &profile),
-        &mut trace,
+        spec,
+        verdict,
+        &profile,
+        &guest,
+        scenario.steps.len(),
     );
+    let result = run::run_steps(&mut guest, scenario, &scenario.steps, settings, &mut trace);
     std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;
     let started = guest.vm.started;
     // The guest is discarded either way, and everything it logged is on
@@ -134,23 +77,49 @@ fn execute_inner(
     result
 }
 
-/// Boot the guest a scenario would run in, without running its steps
-/// (for the benchmark).
-pub fn boot_guest(
+/// How the steps run: bounded, followed by the model if the scenario
+/// asks, and kept for `rejudge`.
+fn settings(
     project: &Project,
-    cache: &Cache,
     scenario: &Scenario,
     spec: &KernelSpec,
-) -> Result<Guest> {
-    let mut verdict = Verdict::new(project, scenario, spec);
-    match boot(project, cache, scenario, spec, &mut verdict, false)? {
-        Some((guest, _)) => Ok(guest),
-        None => bail!(
-            "{} does not apply to {}: {:?}",
-            scenario.name,
-            spec.name,
-            verdict.outcome
-        ),
+    verdict: &Verdict,
+    profile: &Profile,
+    guest: &Guest,
+    steps_planned: usize,
+) -> run::Settings {
+    let limit = Timeouts::from_env().transition;
+    let record = RunRecord {
+        scenario: scenario.name.clone(),
+        scenario_file: std::path::absolute(&scenario.file)
+            .ok()
+            .and_then(|file| Some(file.strip_prefix(project.root()).ok()?.to_path_buf()))
+            .unwrap_or_else(|| scenario.file.clone())
+            .display()
+            .to_string(),
+        kernel: spec.name.clone(),
+        kernel_version: verdict.kernel_version.clone().unwrap_or_default(),
+        profile: profile.record(),
+        command_line: guest.vm.command_line.clone(),
+        transition_limit_ms: limit.as_millis() as u64,
+        steps_planned,
+        steps: Vec::new(),
+        end: None,
+    };
+    run::Settings::new(&verdict.artifacts, limit)
+        .follow(scenario, profile)
+        .keep(record)
+}
+
+/// The guest a scenario asks for, its logs going to `log_dir`.
+pub fn testbed_request(scenario: &Scenario, log_dir: std::path::PathBuf) -> Request<'_> {
+    Request {
+        fixtures: &scenario.fixtures,
+        cpus: scenario.cpus,
+        clock: scenario.clock,
+        fresh_boot: scenario.fresh_boot,
+        interactive: false,
+        log_dir,
     }
 }
 
@@ -165,27 +134,12 @@ fn boot(
     verdict: &mut Verdict,
     interactive: bool,
 ) -> Result<Option<(Guest, Profile)>> {
-    host::ensure(host::SCENARIO_TOOLS, &cache.root().join("locks"))?;
-    let qemu = host::qemu::locate(cache, &spec.arch.record.qemu)?;
-    let kernel = kernel::prepare(spec, cache)?;
-    verdict.kernel_version = Some(kernel.version.clone());
-    let profile = kernel.profile()?;
-    if let Some(reason) = applicability(scenario, spec, Some(&profile)) {
+    let prepared = testbed::prepare_kernel(spec, cache)?;
+    verdict.kernel_version = Some(prepared.kernel.version.clone());
+    if let Some(reason) = applicability(scenario, spec, Some(&prepared.profile)) {
         verdict.outcome = Outcome::NotApplicable(reason);
         return Ok(None);
     }
-    let (support, built) = fixture::build_all(project, &scenario.fixtures, &kernel, cache)?;
-    let mut boot_modules = kernel.boot_modules.clone();
-    boot_modules.push(support.ko.clone());
-    // Fixtures are copied in once the guest is up, so that every scenario
-    // on a kernel boots the same image and can start from its saved state.
-    let initramfs = image::build(
-        cache,
-        &host::guest_busybox(cache, &kernel.arch)?,
-        crate::guest::INIT_SCRIPT,
-        &boot_modules,
-    )?;
-
     if verdict.artifacts.exists() {
         std::fs::remove_dir_all(&verdict.artifacts).ok();
     }
@@ -194,66 +148,31 @@ fn boot(
     artifacts::write_sources(
         project,
         &scenario.fixtures,
-        kernel.source.as_deref(),
+        prepared.kernel.source.as_deref(),
         &verdict.artifacts.join("fixtures"),
     )?;
     std::fs::write(
         verdict.artifacts.join("rerun.sh"),
         artifacts::rerun_script(project, scenario, &spec.name),
     )?;
-    let timeouts = Timeouts::from_env();
-    let accel = vm::choose_accel(
-        &qemu,
-        &kernel.image,
-        &kernel.arch,
-        &cache.root().join("probe"),
-    );
-    verdict.accel = Some(accel.name());
-    let clock = vm::clock::choose(accel, scenario.cpus, scenario.clock);
-    verdict.clock = Some(clock.name());
-    let config = VmConfig {
-        qemu,
-        arch: kernel.arch.clone(),
-        image: kernel.image.clone(),
-        initramfs,
-        log_dir: verdict.artifacts.clone(),
-        memory_mb: 512,
-        cpus: scenario.cpus,
-        accel,
-        clock,
+    std::fs::copy(&scenario.file, verdict.artifacts.join(SCENARIO_COPY))
+        .with_context(|| format!("cannot keep a copy of {}", scenario.file.display()))?;
+    let request = Request {
         interactive,
-        incoming: None,
-        earlier_console: None,
+        ..testbed_request(scenario, verdict.artifacts.clone())
     };
-    let limits = snapshot::StartLimits {
-        boot: timeouts.boot,
-        command: timeouts.command,
-    };
-    let mut guest = if interactive
-        || scenario.fresh_boot
-        || !snapshot::enabled(&kernel.arch, &config.qemu, scenario.cpus)
-    {
-        snapshot::boot(&config, limits)?
-    } else {
-        snapshot::start(cache, &config, limits)?
-    };
-    verdict.boot = Some(guest.boot);
-    if scenario.cpus > 1 {
-        let online = observe::cpu_count(&guest.run_ok("cat /sys/devices/system/cpu/online")?)?;
-        if online < scenario.cpus {
-            verdict.outcome = Outcome::NotApplicable(format!(
-                "the kernel brought up {online} of {} CPUs",
-                scenario.cpus
-            ));
-            guest.vm.kill();
-            return Ok(None);
+    match prepared.start(project, cache, &request)? {
+        Ready::Up(testbed) => {
+            verdict.accel = Some(testbed.accel);
+            verdict.clock = Some(testbed.clock);
+            verdict.boot = Some(testbed.guest.boot);
+            Ok(Some((testbed.guest, prepared.profile)))
+        }
+        Ready::NotApplicable(why) => {
+            verdict.outcome = Outcome::NotApplicable(why);
+            Ok(None)
         }
     }
-    for fixture in &built {
-        let ko = fixture.guest_copy(&kernel.arch, cache)?;
-        guest.push_file(&format!("/klp/{}.ko", fixture.name), &ko)?;
-    }
-    Ok(Some((guest, profile)))
 }
 
 /// Boot the scenario's guest, run its steps up to and including `until`
@@ -290,13 +209,16 @@ pub fn shell(
         return Ok(());
     };
     let mut trace = String::new();
-    let result = run::run_steps(
-        &mut guest,
+    let settings = settings(
+        project,
         scenario,
-        steps,
-        run::Settings::new(&verdict.artifacts).follow(scenario, &profile),
-        &mut trace,
+        spec,
+        &verdict,
+        &profile,
+        &guest,
+        steps.len(),
     );
+    let result = run::run_steps(&mut guest, scenario, steps, settings, &mut trace);
     std::fs::write(verdict.artifacts.join("steps.log"), &trace)?;
     crate::event::emit(crate::event::Event::ShellReady {
         scenario: scenario.name.clone(),

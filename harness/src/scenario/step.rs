@@ -23,6 +23,9 @@ pub struct CheckedStep {
     /// Fails on a kernel without the scenario's fix (the known bug).
     pub shows_bug: bool,
     pub expect: Expect,
+    /// The reference model's operation, in a scenario the model follows;
+    /// None for a step that changes no livepatch state (`run`).
+    pub op: Option<crate::model::Op>,
 }
 
 /// What a step does: an action kind and what it acts on.

@@ -210,5 +210,6 @@ fn check_step(
         follow_model: step.follow_model.map_or(context.follow_model, |f| f.value),
         shows_bug: step.shows_bug,
         expect: step.expect,
+        op: None,
     })
 }

@@ -100,6 +100,19 @@ pub struct StepError {
     pub error: anyhow::Error,
 }
 
+impl StepError {
+    pub fn at(step: &super::step::CheckedStep, error: anyhow::Error) -> Self {
+        StepError {
+            step: FailedStep {
+                label: step.label.clone(),
+                action: step.action.to_string(),
+                position: step.position.clone(),
+            },
+            error,
+        }
+    }
+}
+
 impl fmt::Display for StepError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -200,6 +213,22 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// The verdict of a kept run, judged again (`rejudge`).
+    pub(super) fn kept(scenario: &str, kernel: &str, artifacts: &std::path::Path) -> Self {
+        Self {
+            scenario: scenario.to_string(),
+            kernel: kernel.to_string(),
+            outcome: Outcome::Pass,
+            duration: Duration::ZERO,
+            accel: None,
+            clock: None,
+            boot: None,
+            kernel_version: None,
+            guest_time: None,
+            artifacts: artifacts.to_path_buf(),
+        }
+    }
+
     pub(super) fn new(project: &Project, scenario: &Scenario, spec: &KernelSpec) -> Self {
         Self {
             scenario: scenario.name.clone(),
@@ -223,6 +252,56 @@ pub fn artifacts_dir(project: &Project, scenario: &str, kernel: &str) -> PathBuf
         .join("runs")
         .join(scenario)
         .join(kernel)
+}
+
+/// What a run's result comes to, given what the kernel has: a failure at
+/// a `shows_bug` step of a scenario whose fix the kernel lacks is that
+/// known bug; every step passing where the fix is absent is a failure.
+pub fn conclude(
+    scenario: &Scenario,
+    profile: Option<&Profile>,
+    result: anyhow::Result<()>,
+    failure: impl Fn(&anyhow::Error) -> Failure,
+) -> Outcome {
+    let absent = scenario
+        .fix
+        .zip(profile)
+        .filter(|(fix, profile)| !profile.has(fix.id))
+        .map(|(fix, profile)| {
+            (
+                fix,
+                profile.basis(fix.id).cloned().unwrap_or(Basis::Version),
+            )
+        });
+    match (result, absent) {
+        (Ok(()), None) => Outcome::Pass,
+        (Ok(()), Some((fix, basis))) => {
+            let err = anyhow::anyhow!(
+                "expected known bug {} to show at a `shows_bug` step: the fix is absent \
+                 ({basis}), yet every step passed",
+                fix.label()
+            );
+            Outcome::Fail(failure(&err))
+        }
+        (Err(err), Some((fix, basis))) if shows_bug(scenario, &err) => {
+            Outcome::KnownBug(KnownBug {
+                fix,
+                basis,
+                failure: failure(&err),
+            })
+        }
+        (Err(err), _) => Outcome::Fail(failure(&err)),
+    }
+}
+
+/// Whether the run failed at a step marked `shows_bug`.
+fn shows_bug(scenario: &Scenario, err: &anyhow::Error) -> bool {
+    err.downcast_ref::<StepError>().is_some_and(|failed| {
+        scenario
+            .steps
+            .iter()
+            .any(|step| step.shows_bug && step.label == failed.step.label)
+    })
 }
 
 /// Why the scenario does not apply to this kernel (given what it is known

@@ -1,5 +1,5 @@
 //! The sysfs files the model predicts, in the format of the per-step
-//! snapshot: one `path:value` line per file under the livepatch, feature
+//! listing (`guest::livepatch::Listing`): one `path:value` line per file under the livepatch, feature
 //! and target directories, as `grep -r .` prints them.
 
 use super::state::Patch;
@@ -16,7 +16,7 @@ const FEATURES: &str = "/sys/kernel/klp_features";
 use crate::fixture::target::SYSFS_DIR as TARGET;
 
 impl Model {
-    /// Every file the snapshot after this state shows.
+    /// Every file the listing after this state shows.
     pub fn predicted_files(&self) -> Files {
         let mut files = Files::new();
         let flag = |on: bool| if on { "1" } else { "0" }.to_string();
@@ -117,14 +117,6 @@ impl Model {
     }
 }
 
-/// Parse a snapshot taken in the guest.
-pub fn parse(text: &str) -> Files {
-    text.lines()
-        .filter_map(|line| line.split_once(':'))
-        .map(|(path, value)| (path.to_string(), value.to_string()))
-        .collect()
-}
-
 /// None when they agree; otherwise one line per differing file.
 pub fn diff(predicted: &Files, found: &Files) -> Option<String> {
     let mut lines = Vec::new();
@@ -146,13 +138,6 @@ pub fn diff(predicted: &Files, found: &Files) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn snapshot_lines_split_at_the_first_colon() {
-        let files = parse("/sys/kernel/klp_target/status:klp_a f1=v1\n/x/y:a:b\n");
-        assert_eq!(files["/sys/kernel/klp_target/status"], "klp_a f1=v1");
-        assert_eq!(files["/x/y"], "a:b");
-    }
 
     #[test]
     fn diff_names_each_side() {
