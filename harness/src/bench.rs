@@ -3,7 +3,7 @@
 //!
 //! - boot: QEMU start ──> guest ready, against the kernel's uptime at /init;
 //! - round trips: a no-op command, a dozen sysfs reads, a whole scenario
-//!   step (command, kernel log sync, sysfs snapshot);
+//!   step (command, kernel log sync, sysfs listing);
 //! - transition detection: how long after the kernel logged "patching
 //!   complete" the guest-side wait saw it (guest clock on both sides);
 //! - transition times: from "starting ... transition" to "... complete" in
@@ -256,7 +256,7 @@ fn round_trips(context: &Context, bench: &Scenario, guest: &mut Guest) -> Result
     guest.run_ok(&wait)?;
     let mut dozen = time_each(times, || guest.run_ok(DOZEN_FILES).map(drop))?;
     // A load-like step as first built: the action, "is it a livepatch?",
-    // the wait, the log sync and the snapshot, each its own round trip;
+    // the wait, the log sync and the listing, each its own round trip;
     // against the same work in two.
     let lp = "/sys/kernel/livepatch/klp_cumul_v1";
     let mut separate = time_each(times, || {
@@ -492,7 +492,7 @@ fn peer(project: &Project, cache: &Cache, spec: &KernelSpec) -> Result<(Duration
         "test-state.sh",
         crate::peer::selftests::timeout(),
     )?;
-    if script.outcome != crate::peer::selftests::Outcome::Pass {
+    if script.outcome != crate::peer::selftests::ScriptResult::Pass {
         bail!(
             "test-state.sh did not pass in the guest: {:?}",
             script.outcome

@@ -180,7 +180,7 @@ fn selftest_trials(
     cache: &Cache,
     spec: &KernelSpec,
 ) -> anyhow::Result<Vec<Trial>> {
-    use klp_harness::peer::selftests::{self, Outcome, Selftests};
+    use klp_harness::peer::selftests::{self, ScriptResult, Selftests};
     let known = match kernel::cached(spec, cache)? {
         Some(built) => {
             let tree = built.source.clone().unwrap_or_default();
@@ -243,11 +243,13 @@ fn selftest_trials(
                 let run = run.map_err(|e| format!("{e:#}"))?;
                 stopped.map_err(|e| format!("{e:#}"))?;
                 match run.outcome {
-                    Outcome::Pass => Ok(()),
-                    Outcome::Fail { test, output } => {
+                    ScriptResult::Pass => Ok(()),
+                    ScriptResult::Fail { test, output } => {
                         Err(format!("{script}: test {test:?} failed:\n{output}").into())
                     }
-                    Outcome::Skip(why) => Err(format!("{script} skipped itself: {why}").into()),
+                    ScriptResult::Skip(why) => {
+                        Err(format!("{script} skipped itself: {why}").into())
+                    }
                 }
             })
             .with_ignored_flag(not_applicable.is_some())

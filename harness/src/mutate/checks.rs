@@ -6,7 +6,7 @@
 
 use crate::cache::Cache;
 use crate::kernel::KernelSpec;
-use crate::peer::selftests::{self, Outcome as ScriptOutcome};
+use crate::peer::selftests::{self, ScriptResult};
 use crate::project::Project;
 use crate::scenario::{self, Failure, Outcome, Scenario, Verdict};
 use serde::Serialize;
@@ -181,7 +181,7 @@ pub fn kernel_selftests(
             (lane, run)
         },
         |(_, result)| match result {
-            Ok(run) => matches!(run.outcome, ScriptOutcome::Fail { .. }),
+            Ok(run) => matches!(run.outcome, ScriptResult::Fail { .. }),
             Err(_) => true,
         },
     );
@@ -200,9 +200,9 @@ pub fn kernel_selftests(
         let script = &scripts[*index];
         match result {
             Ok(run) => {
-                let failed = matches!(run.outcome, ScriptOutcome::Fail { .. });
+                let failed = matches!(run.outcome, ScriptResult::Fail { .. });
                 runs.push((script.clone(), failed, run.elapsed));
-                if let (ScriptOutcome::Fail { test, output }, None) = (&run.outcome, &detection) {
+                if let (ScriptResult::Fail { test, output }, None) = (&run.outcome, &detection) {
                     detection = Some(Detection {
                         by: script.clone(),
                         class: Class::Killed,

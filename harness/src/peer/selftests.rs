@@ -169,7 +169,7 @@ fn module_names(makefile: &str) -> Vec<String> {
 
 /// How a script ended.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
+pub enum ScriptResult {
     Pass,
     /// The test that failed and what the script printed.
     Fail {
@@ -183,7 +183,7 @@ pub enum Outcome {
 #[derive(Clone, Debug)]
 pub struct ScriptRun {
     pub script: String,
-    pub outcome: Outcome,
+    pub outcome: ScriptResult,
     pub elapsed: Duration,
 }
 
@@ -239,7 +239,7 @@ pub fn run_script(guest: &mut Guest, script: &str, timeout: Duration) -> Result<
 
 /// kselftest's exit status 4 is a skip; any other failure, or a "not ok"
 /// line, a failure of the last test started.
-fn judge(status: i32, output: &str) -> Outcome {
+fn judge(status: i32, output: &str) -> ScriptResult {
     const SKIP: i32 = 4;
     let last_test = || {
         output
@@ -255,15 +255,15 @@ fn judge(status: i32, output: &str) -> Outcome {
             .find_map(|line| line.strip_prefix("SKIP: "))
             .or_else(|| output.lines().find(|l| l.contains("skip")))
             .unwrap_or("no reason given");
-        return Outcome::Skip(why.to_string());
+        return ScriptResult::Skip(why.to_string());
     }
     if status != 0 || output.lines().any(|line| line.contains("not ok")) {
-        return Outcome::Fail {
+        return ScriptResult::Fail {
             test: last_test(),
             output: output.to_string(),
         };
     }
-    Outcome::Pass
+    ScriptResult::Pass
 }
 
 /// The longest a script may take: `KLP_HARNESS_SELFTEST_TIMEOUT` seconds,
@@ -327,14 +327,14 @@ mod tests {
     fn scripts_are_judged_by_status_and_not_ok() {
         assert_eq!(
             judge(0, "TEST: basic function patching ... ok\n"),
-            Outcome::Pass
+            ScriptResult::Pass
         );
         assert_eq!(
             judge(
                 1,
                 "TEST: basic ... ok\nTEST: multiple livepatches ... not ok\n\n--- expected\n"
             ),
-            Outcome::Fail {
+            ScriptResult::Fail {
                 test: "multiple livepatches".into(),
                 output:
                     "TEST: basic ... ok\nTEST: multiple livepatches ... not ok\n\n--- expected\n"
@@ -343,7 +343,7 @@ mod tests {
         );
         assert_eq!(
             judge(4, "SKIP: test-kprobe requires CONFIG_KPROBES_ON_FTRACE\n"),
-            Outcome::Skip("test-kprobe requires CONFIG_KPROBES_ON_FTRACE".into())
+            ScriptResult::Skip("test-kprobe requires CONFIG_KPROBES_ON_FTRACE".into())
         );
     }
 

@@ -3,7 +3,8 @@
 //!
 //! A run's directory holds console.log (the kernel log: ttyS0 carries
 //! nothing else), qemu.log, steps.log (commands, their output and each
-//! step's kernel messages), snapshots/step-N.txt (sysfs after each step),
+//! step's kernel messages), listings/NNN-step-N.txt (sysfs after each step),
+//! observations.json and scenario.yaml (what `rejudge` reads),
 //! fixtures/<name>/ and rerun.sh.
 
 use super::Scenario;
