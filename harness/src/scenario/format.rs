@@ -234,6 +234,21 @@ pub struct Expect {
     #[serde(default)]
     #[schemars(with = "BTreeMap<u64, FeatureState>")]
     pub features: BTreeMap<u64, Spanned<FeatureState>>,
+    /// The modules loaded after the step, as /proc/modules lists them,
+    /// in any order; only names starting with `klp_` or `livepatch` count,
+    /// so modules the guest loads at boot do not.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub modules: Option<Spanned<Vec<String>>>,
+}
+
+/// The prefixes of the module names that `modules` expectations see:
+/// fixtures and livepatch samples, not what the guest loads at boot.
+pub const WATCHED_MODULES: &[&str] = &["klp_", "livepatch"];
+
+pub fn is_watched_module(name: &str) -> bool {
+    WATCHED_MODULES
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
 }
 
 /// What /sys/kernel/klp_features/<id>/ shows; unset fields are not checked.

@@ -302,6 +302,20 @@ impl<'a> Judge<'a> {
                 return Err(Mismatch::new(path, &wanted, found).quoted().into());
             }
         }
+        if let Some(expected) = &expect.modules {
+            let mut found: Vec<&String> = listing
+                .modules
+                .iter()
+                .filter(|name| super::format::is_watched_module(name))
+                .collect();
+            found.sort();
+            let mut wanted: Vec<&String> = expected.value.iter().collect();
+            wanted.sort();
+            if found != wanted {
+                let shown = |names: &[&String]| format!("{names:?}");
+                return Err(Mismatch::new("modules", shown(&wanted), shown(&found)).into());
+            }
+        }
         for (id, expected) in &expect.features {
             let found = observe::feature_state(listing, *id);
             check_feature_state(*id, &expected.value, &found)?;
@@ -508,6 +522,23 @@ mod tests {
         assert!(
             err.starts_with("kernel log since the transition started"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn modules_are_the_watched_ones_in_any_order() {
+        let scenario = scenario(
+            "  - load: klp_target\n    expect:\n      modules: [klp_target, klp_features]\n",
+        );
+        let mut seen = observed(0, "", "");
+        seen.listing = "/proc/modules: klp_target virtio_blk klp_features\n".into();
+        judge_all(&scenario, std::slice::from_ref(&seen)).unwrap();
+        seen.listing = "/proc/modules: klp_cumul_v1 klp_target klp_features\n".into();
+        let err = judge_all(&scenario, &[seen]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "modules: expected [\"klp_features\", \"klp_target\"], \
+             found [\"klp_cumul_v1\", \"klp_features\", \"klp_target\"]"
         );
     }
 

@@ -328,6 +328,17 @@ mod tests {
     }
 
     #[test]
+    fn expected_modules_must_be_ones_it_sees() {
+        let text = format!(
+            "{HEAD}  - load: klp_target\n    expect:\n      modules: [klp_target, virtio_blk]\n"
+        );
+        let err = error_of(&text);
+        assert_eq!(err, "s.yaml:6:16: `modules` lists \"virtio_blk\", which it never sees; expected names starting with klp_ or livepatch");
+        let text = text.replace("virtio_blk", "livepatch_sample");
+        assert!(parse(&project(), Path::new("s.yaml"), &text).is_ok());
+    }
+
+    #[test]
     fn unknown_sysfs_requirement() {
         let text = "description: d\nrequires: {sysfs: [stack_ordre]}\nfixtures: []\nsteps: []\n";
         let err = error_of(text);

@@ -187,6 +187,19 @@ fn check_step(
         Kind::Load | Kind::Disable => step.wait_transition && step.error.is_none(),
         _ => false,
     };
+    if let Some(modules) = &step.expect.modules {
+        if let Some(name) = modules
+            .value
+            .iter()
+            .find(|name| !super::format::is_watched_module(name))
+        {
+            bail!(
+                "{}: `modules` lists {name:?}, which it never sees; expected names starting with {}",
+                Position::new(file, &modules.referenced),
+                super::format::WATCHED_MODULES.join(" or ")
+            );
+        }
+    }
     let within = match &step.within {
         Some(within) if !waits => bail!(
             "{}: `within` bounds a transition wait, and this step waits for none; \
