@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Formatting and lints, as the README's style rules ask: rustfmt's layout,
-# and clippy with every warning an error.
+# Formatting and lints (docs/testing.md): rustfmt's layout, and clippy
+# with every warning an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check

@@ -22,7 +22,7 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         kernel: Vec<String>,
         /// Output: a table for people, JSON for tools, or the Markdown
-        /// kernel × scenario table README.md shows.
+        /// kernel × scenario table docs/scenarios.md shows.
         #[arg(long, default_value = "table", value_parser = names_of(report::Format::ALL))]
         format: report::Format,
         /// How many guests run at once (default: one per CPU).
@@ -260,7 +260,7 @@ fn main() {
     }
 }
 
-/// Exit statuses, shown by `--help` and kept in README.md.
+/// Exit statuses, shown by `--help` and kept in docs/host.md.
 const EXIT_STATUS: &str = "Exit status:
   0  done; every scenario passed, was not applicable, or reproduced a
      known upstream bug (reported as such)

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// One environment variable: its name, the values it accepts, its default
-/// and what it does. `--help` and README list this table.
+/// and what it does. `--help` and docs/host.md list this table.
 pub struct Knob {
     pub name: &'static str,
     /// The value's form, as `--help` shows it.

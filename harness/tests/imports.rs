@@ -1,7 +1,7 @@
 //! The library's imports follow its map: data flows one way (lib.rs,
-//! DESIGN.md), so every `crate::` and `super::` reference of a module
-//! must point down the layer list below, and the submodules of any one
-//! module must not import each other in a cycle.
+//! docs/ARCHITECTURE.md), so every `crate::` and `super::` reference of a
+//! module must point down the layer list below, and the submodules of any
+//! one module must not import each other in a cycle.
 //!
 //! The references are read from the source text: `crate::a::b` and
 //! `super::x` paths, including grouped `use crate::{a, b}` imports.

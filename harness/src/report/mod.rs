@@ -1,5 +1,5 @@
 //! verdicts ──> terminal table, JSON for tools, or a Markdown kernel ×
-//! scenario table for README.md.
+//! scenario table for docs/scenarios.md.
 
 pub mod behaviours;
 

@@ -59,7 +59,7 @@ pub const PROFILES: [Profile; 2] = [
         saved_state: "on any host with the same QEMU version",
         clock: "the emulated TSC, calibrated against the HPET at boot, running on \
                 QEMU's virtual clock, which a saved state carries",
-        exercised: "every run, boot and saved state in README",
+        exercised: "every run, boot and saved state in README.md and docs/",
     },
 ];
 

@@ -9,8 +9,8 @@
 //! HZ/10 at a time (ftrace_shutdown() in kernel/trace/ftrace.c,
 //! kernel/rcu/tasks.h); scenarios sleep. On the counted clock none of
 //! those waits costs host time, and the kernel sees them take as long on
-//! its own clock as on the real one. README.md, "Guest clock", has the
-//! measurements.
+//! its own clock as on the real one. docs/performance.md, "Guest clock",
+//! has the measurements.
 
 use super::Accel;
 use crate::settings::ClockChoice;

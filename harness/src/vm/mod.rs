@@ -71,7 +71,7 @@ pub struct Vm {
 /// transition completes at klp's first try; with two, the other CPU's idle
 /// task is "running" at that try, so klp_try_complete_transition() gives
 /// up and tries again a second later (kernel/livepatch/transition.c).
-/// README.md, "Guest CPUs and transition times", has the figures.
+/// docs/performance.md, "Guest CPUs and transition times", has the figures.
 pub const DEFAULT_CPUS: u32 = 1;
 
 /// Single-threaded TCG runs every vCPU on one host thread: more only slow
