@@ -408,6 +408,23 @@ fn the_reader_sees_the_kinds_of_references_it_must() {
     );
 }
 
+/// docs/ARCHITECTURE.md describes every module of the layer list.
+#[test]
+fn the_architecture_page_names_every_layer() {
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/ARCHITECTURE.md");
+    let text = std::fs::read_to_string(&page).unwrap();
+    let missing: Vec<&str> = LAYERS
+        .iter()
+        .copied()
+        .filter(|layer| !text.contains(&format!("- `{layer}`:")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/ARCHITECTURE.md lacks a \"- `MODULE`: ...\" line for: {}",
+        missing.join(", ")
+    );
+}
+
 /// A child reaching a sibling through its parent's `pub use` depends on
 /// that sibling: `run` using `super::Timeouts`, re-exported from
 /// `session`, while `session` uses `run`, is a cycle.
