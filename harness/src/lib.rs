@@ -13,6 +13,7 @@ pub mod cache;
 pub mod edit_loop;
 pub mod errno;
 pub mod event;
+pub mod exit;
 pub mod explore;
 pub mod fixture;
 pub mod guest;

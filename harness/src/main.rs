@@ -1,6 +1,7 @@
 use anyhow::{bail, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use klp_harness::cache::{Cache, ContentHash};
+use klp_harness::exit::ExitStatus;
 use klp_harness::project::Project;
 use klp_harness::scenario::{self, Outcome};
 use klp_harness::{fixture, kernel, report};
@@ -185,6 +186,9 @@ enum Command {
     Check { scenarios: Vec<String> },
     /// Print the JSON Schema of scenario files.
     Schema,
+    /// Print the table of exit statuses (docs/exit-statuses.md), as
+    /// Markdown.
+    ExitStatuses,
     /// Fixtures under fixtures/.
     Fixture {
         #[command(subcommand)]
@@ -256,24 +260,16 @@ fn main() {
     klp_harness::ui::subscribe();
     if let Err(err) = real_main() {
         eprintln!("error: {err:#}");
-        std::process::exit(2);
+        std::process::exit(ExitStatus::HarnessError.code());
     }
 }
 
-/// Exit statuses, shown by `--help` and kept in docs/host.md.
-const EXIT_STATUS: &str = "Exit status:
-  0  done; every scenario passed, was not applicable, or reproduced a
-     known upstream bug (reported as such)
-  1  run, repro: a scenario failed on some kernel; explore: the kernel
-     diverged from the reference model
-  2  the harness could not do its job: bad input or environment variable,
-     a missing host package, a failed kernel build outside a scenario
-  130, 143  run interrupted by SIGINT or SIGTERM: the report so far is
-     printed, and kept in report.jsonl";
-
 fn real_main() -> Result<()> {
-    let command =
-        Cli::command().after_help(format!("{}\n{EXIT_STATUS}", klp_harness::settings::help()));
+    let command = Cli::command().after_help(format!(
+        "{}\n{}",
+        klp_harness::settings::help(),
+        klp_harness::exit::help()
+    ));
     let cli = Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|err| err.exit());
     klp_harness::settings::load()?;
     let project = Project::locate()?;
@@ -394,7 +390,7 @@ fn real_main() -> Result<()> {
                 klp_harness::explore::explore(&project, &Cache::from_env()?, &spec, &options)?;
             print!("{}", klp_harness::explore::summary(&report));
             if !report.divergences.is_empty() {
-                std::process::exit(1);
+                std::process::exit(ExitStatus::Failed.code());
             }
             Ok(())
         }
@@ -430,6 +426,10 @@ fn real_main() -> Result<()> {
         }
         Command::Schema => {
             print!("{}", scenario::json_schema());
+            Ok(())
+        }
+        Command::ExitStatuses => {
+            print!("{}", klp_harness::exit::markdown());
             Ok(())
         }
         Command::Kernel { command } => kernel_command(&project, command),
@@ -516,7 +516,7 @@ fn run(
                 finished.len(),
                 path.display()
             );
-            std::process::exit(128 + signal);
+            std::process::exit(ExitStatus::Interrupted(signal).code());
         }
     })?;
     let verdicts = scenario::execute_many(project, &cache, &runs, jobs, |verdict| {
@@ -547,7 +547,7 @@ fn run(
         .iter()
         .any(|v| matches!(v.outcome, Outcome::Fail(_)))
     {
-        std::process::exit(1);
+        std::process::exit(ExitStatus::Failed.code());
     }
     Ok(())
 }
@@ -591,7 +591,7 @@ fn repro(project: &Project, scenario: &str, kernels: &[String], jobs: usize) -> 
         .iter()
         .any(|v| matches!(v.outcome, Outcome::Fail(_)))
     {
-        std::process::exit(1);
+        std::process::exit(ExitStatus::Failed.code());
     }
     Ok(())
 }

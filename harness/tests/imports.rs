@@ -14,8 +14,10 @@ use std::path::Path;
 /// The library's top-level modules, lowest first: each may use only the
 /// ones before it.
 const LAYERS: &[&str] = &[
-    // Read by every layer: errors, YAML, events, signals, settings.
+    // Read by every layer: errors, exit statuses, YAML, events, signals,
+    // settings.
     "errno",
+    "exit",
     "yaml",
     "event",
     "interrupt",
