@@ -85,6 +85,15 @@ pub enum Event {
     },
     /// An interactive guest stopped.
     GuestStopped,
+    /// `run`, `repro`: one scenario's run on one kernel ended.
+    RunFinished {
+        scenario: String,
+        kernel: String,
+        /// `pass`, `FAIL`, `n/a (why)`, ... (`report::outcome_word`).
+        outcome: String,
+        /// The failure in full, where it is to be shown.
+        failure: Option<String>,
+    },
     /// `explore`: a run began, a sequence ended, or one diverged.
     ExploreStarted {
         kernel: String,

@@ -29,6 +29,7 @@ pub mod project;
 pub mod report;
 pub mod scenario;
 pub mod settings;
+pub mod suite;
 pub mod testbed;
 pub mod ui;
 pub mod vm;

@@ -1,10 +1,10 @@
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use klp_harness::cache::{Cache, ContentHash};
 use klp_harness::exit::ExitStatus;
 use klp_harness::project::Project;
-use klp_harness::scenario::{self, Outcome};
-use klp_harness::{fixture, kernel, report};
+use klp_harness::scenario;
+use klp_harness::{fixture, kernel, report, suite};
 
 /// QEMU-based integration tests for Linux kernel livepatching.
 #[derive(Parser)]
@@ -279,10 +279,28 @@ fn real_main() -> Result<()> {
             format,
             jobs,
             scenarios,
-        } => run(&project, &kernel, format, jobs, &scenarios),
+        } => {
+            let cache = Cache::from_env()?;
+            let options = suite::Options {
+                kernels: kernel,
+                scenarios,
+                format,
+                jobs,
+            };
+            let report = suite::run(&project, &cache, &options, |stopped| {
+                print!("{}", stopped.text);
+                eprintln!("{}", stopped.message());
+                std::process::exit(ExitStatus::Interrupted(stopped.signal).code());
+            })?;
+            print!("{}", report.text);
+            if report.failed() {
+                std::process::exit(ExitStatus::Failed.code());
+            }
+            Ok(())
+        }
         Command::Check { scenarios } => {
-            for file in scenario_files(&project, &scenarios)? {
-                let scenario = scenario::load(&project, &file)?;
+            for scenario in suite::scenarios(&project, &scenarios)? {
+                let scenario = scenario?;
                 println!("{}: ok ({} steps)", scenario.name, scenario.steps.len());
             }
             Ok(())
@@ -292,7 +310,7 @@ fn real_main() -> Result<()> {
             kernel,
             until_step,
         } => {
-            let loaded = load_named(&project, &scenario)?;
+            let loaded = suite::scenario(&project, &scenario)?;
             let spec = kernel::find(&project, &kernel)?;
             scenario::shell(
                 &project,
@@ -306,9 +324,17 @@ fn real_main() -> Result<()> {
             scenario,
             kernels,
             jobs,
-        } => repro(&project, &scenario, &kernels, jobs),
+        } => {
+            let cache = Cache::from_env()?;
+            let report = suite::repro(&project, &cache, &scenario, &kernels, jobs)?;
+            print!("{}", report.text);
+            if report.failed() {
+                std::process::exit(ExitStatus::Failed.code());
+            }
+            Ok(())
+        }
         Command::Bundle { scenario, output } => {
-            let loaded = load_named(&project, &scenario)?;
+            let loaded = suite::scenario(&project, &scenario)?;
             klp_harness::bundle::write(&project, &loaded, &output)?;
             println!("{}", output.display());
             Ok(())
@@ -448,154 +474,6 @@ fn real_main() -> Result<()> {
     }
 }
 
-/// Scenario files to run, relative to the current directory where they can
-/// be, so that messages name them the way the user would.
-fn scenario_files(project: &Project, wanted: &[String]) -> Result<Vec<std::path::PathBuf>> {
-    let cwd = std::env::current_dir()?;
-    let relative = |path: std::path::PathBuf| match path.strip_prefix(&cwd) {
-        Ok(inside) => inside.to_path_buf(),
-        Err(_) => path,
-    };
-    if wanted.is_empty() {
-        return Ok(scenario::scenario_files(project)?
-            .into_iter()
-            .map(relative)
-            .collect());
-    }
-    wanted
-        .iter()
-        .map(|name| {
-            let as_path = std::path::PathBuf::from(name);
-            let by_name = project.scenarios_dir().join(format!("{name}.yaml"));
-            if as_path.is_file() {
-                Ok(as_path.canonicalize()?)
-            } else if by_name.is_file() {
-                Ok(by_name)
-            } else {
-                bail!("no scenario {name:?} (neither a file nor scenarios/{name}.yaml)")
-            }
-        })
-        .map(|path| path.map(relative))
-        .collect()
-}
-
-fn run(
-    project: &Project,
-    kernels: &[String],
-    format: report::Format,
-    jobs: usize,
-    scenarios: &[String],
-) -> Result<()> {
-    let cache = Cache::from_env()?;
-    let specs = selected_kernels(project, kernels)?;
-    let loaded = scenario_files(project, scenarios)?
-        .iter()
-        .map(|file| scenario::load(project, file))
-        .collect::<Result<Vec<_>>>()?;
-    let runs: Vec<(&scenario::Scenario, &kernel::KernelSpec)> = specs
-        .iter()
-        .flat_map(|spec| loaded.iter().map(move |scenario| (scenario, spec)))
-        .collect();
-    let rules: std::collections::BTreeMap<String, String> = loaded
-        .iter()
-        .map(|s| (s.name.clone(), s.rules.join(", ")))
-        .collect();
-    // Each verdict goes to report.jsonl as its run ends; an interrupted run
-    // prints the report so far.
-    let journal = report::Journal::create(project.output_dir().join("report.jsonl"))?;
-    let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let total = runs.len();
-    klp_harness::interrupt::on_interrupt({
-        let (finished, rules, path) = (finished.clone(), rules.clone(), journal.path.clone());
-        move |signal| {
-            let finished = finished.lock().unwrap_or_else(|p| p.into_inner());
-            print!("{}", report::render(format, &finished, &rules));
-            eprintln!(
-                "klp-harness: interrupted by signal {signal}: {} of {total} runs finished; \
-                 their verdicts are in {}",
-                finished.len(),
-                path.display()
-            );
-            std::process::exit(ExitStatus::Interrupted(signal).code());
-        }
-    })?;
-    let verdicts = scenario::execute_many(project, &cache, &runs, jobs, |verdict| {
-        // A run cut short by the interruption has no verdict of its own.
-        if klp_harness::interrupt::interrupted() {
-            return;
-        }
-        journal.append(verdict);
-        report::keep_verdict(verdict);
-        finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(verdict.clone());
-        match &verdict.outcome {
-            Outcome::Fail(why) => {
-                eprintln!("FAIL {} on {}:\n{why}\n", verdict.scenario, verdict.kernel)
-            }
-            outcome => eprintln!(
-                "klp-harness: {} on {}: {}",
-                verdict.scenario,
-                verdict.kernel,
-                report::outcome_word(outcome)
-            ),
-        }
-    });
-    print!("{}", report::render(format, &verdicts, &rules));
-    if verdicts
-        .iter()
-        .any(|v| matches!(v.outcome, Outcome::Fail(_)))
-    {
-        std::process::exit(ExitStatus::Failed.code());
-    }
-    Ok(())
-}
-
-/// One scenario, by file or by name under scenarios/.
-fn load_named(project: &Project, name: &str) -> Result<scenario::Scenario> {
-    let file = scenario_files(project, &[name.to_string()])?.remove(0);
-    scenario::load(project, &file)
-}
-
-/// Kernels named on the command line: `all`, some names, or the default.
-fn selected_kernels(project: &Project, names: &[String]) -> Result<Vec<kernel::KernelSpec>> {
-    if names.iter().any(|k| k == "all") {
-        kernel::list(project)
-    } else if names.is_empty() {
-        Ok(vec![kernel::find(project, kernel::DEFAULT)?])
-    } else {
-        names
-            .iter()
-            .map(|name| kernel::find(project, name))
-            .collect()
-    }
-}
-
-fn repro(project: &Project, scenario: &str, kernels: &[String], jobs: usize) -> Result<()> {
-    let cache = Cache::from_env()?;
-    let loaded = load_named(project, scenario)?;
-    let specs = selected_kernels(project, kernels)?;
-    let runs: Vec<_> = specs.iter().map(|spec| (&loaded, spec)).collect();
-    let verdicts = scenario::execute_many(project, &cache, &runs, jobs, |verdict| {
-        report::keep_verdict(verdict);
-        eprintln!(
-            "klp-harness: {} on {}: {}",
-            verdict.scenario,
-            verdict.kernel,
-            report::outcome_word(&verdict.outcome)
-        );
-    });
-    print!("{}", report::repro_table(&verdicts));
-    if verdicts
-        .iter()
-        .any(|v| matches!(v.outcome, Outcome::Fail(_)))
-    {
-        std::process::exit(ExitStatus::Failed.code());
-    }
-    Ok(())
-}
-
 fn fixture_command(project: &Project, command: FixtureCommand) -> Result<()> {
     let mut names = fixture::names(project)?;
     match command {
@@ -625,7 +503,7 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
         }
         KernelCommand::Build { name } => {
             let cache = Cache::from_env()?;
-            for spec in selected_kernels(project, &[name])? {
+            for spec in suite::kernels(project, &[name])? {
                 let kernel = kernel::prepare(&spec, &cache)?;
                 println!("{} {}", kernel.name, kernel.image.display());
             }
@@ -633,7 +511,7 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
         KernelCommand::Behaviours => print!("{}", report::behaviours::markdown(project)?),
         KernelCommand::Show { name } => {
             let cache = Cache::from_env()?;
-            for spec in selected_kernels(project, &[name])? {
+            for spec in suite::kernels(project, &[name])? {
                 let kernel = kernel::prepare(&spec, &cache)?;
                 let config = ContentHash::new()
                     .add_file("config", &kernel.config)?

@@ -104,6 +104,15 @@ impl Terminal {
                 ));
             }
             Event::GuestStopped => eprintln!("\nklp-harness: guest stopped"),
+            Event::RunFinished {
+                scenario,
+                kernel,
+                outcome,
+                failure,
+            } => match failure {
+                Some(why) => self.line_raw(&format!("FAIL {scenario} on {kernel}:\n{why}\n")),
+                None => self.line(&format!("{scenario} on {kernel}: {outcome}")),
+            },
             Event::ExploreStarted { kernel, runs } => {
                 let bar = ProgressBar::new(*runs as u64);
                 bar.set_style(

@@ -40,6 +40,8 @@ const LAYERS: &[&str] = &[
     "scenario",
     "peer",
     "report",
+    // Scenarios × kernels run as one suite, reported as they end.
+    "suite",
     "bundle",
     "explore",
     "mutate",
