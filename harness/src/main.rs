@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use klp_harness::cache::{Cache, ContentHash};
+use klp_harness::cache::Cache;
 use klp_harness::exit::ExitStatus;
 use klp_harness::project::Project;
 use klp_harness::scenario;
@@ -475,21 +475,13 @@ fn real_main() -> Result<()> {
 }
 
 fn fixture_command(project: &Project, command: FixtureCommand) -> Result<()> {
-    let mut names = fixture::names(project)?;
     match command {
-        FixtureCommand::List => names.iter().for_each(|name| println!("{name}")),
-        FixtureCommand::Sources { out } => {
-            names.push(fixture::SUPPORT_MODULE.to_string());
-            for name in names {
-                let dir = out.join(&name);
-                std::fs::create_dir_all(&dir)?;
-                for (file, bytes) in
-                    fixture::sources(project, &fixture::find(project, &name)?, None)?
-                {
-                    std::fs::write(dir.join(file), bytes)?;
-                }
+        FixtureCommand::List => {
+            for name in fixture::names(project)? {
+                println!("{name}");
             }
         }
+        FixtureCommand::Sources { out } => fixture::write_sources(project, &out)?,
     }
     Ok(())
 }
@@ -513,34 +505,7 @@ fn kernel_command(project: &Project, command: KernelCommand) -> Result<()> {
             let cache = Cache::from_env()?;
             for spec in suite::kernels(project, &[name])? {
                 let kernel = kernel::prepare(&spec, &cache)?;
-                let config = ContentHash::new()
-                    .add_file("config", &kernel.config)?
-                    .finish();
-                let profile = kernel.profile()?;
-                println!("name:        {}", kernel.name);
-                println!("version:     {}", kernel.version);
-                println!("release:     {}", kernel.release);
-                println!("config hash: {config}");
-                println!("cache:       {}", kernel.id);
-                println!("image:       {}", kernel.image.display());
-                println!("kbuild:      {}", kernel.kbuild.display());
-                println!("config:      {}", kernel.config.display());
-                println!("livepatch sysfs: {}", profile.attributes().join(", "));
-                println!("livepatch behaviours:");
-                for behaviour in kernel::behaviour::BEHAVIOURS {
-                    let has = if profile.has(behaviour.id) {
-                        "yes"
-                    } else {
-                        "no "
-                    };
-                    let basis = profile.basis(behaviour.id).map(ToString::to_string);
-                    println!(
-                        "  {has} {:<40} since {:<5} {}",
-                        behaviour.id,
-                        behaviour.since.unwrap_or("-"),
-                        basis.unwrap_or_default()
-                    );
-                }
+                print!("{}", report::kernel::show(&kernel)?);
             }
         }
     }

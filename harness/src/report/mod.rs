@@ -2,6 +2,7 @@
 //! scenario table for docs/scenarios.md.
 
 pub mod behaviours;
+pub mod kernel;
 
 use crate::kernel::behaviour::Basis;
 use crate::scenario::{Failure, KnownBug, Outcome, Verdict};
