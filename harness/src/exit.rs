@@ -49,8 +49,8 @@ pub const TABLE: &[Row] = &[
     },
     Row {
         statuses: &[ExitStatus::Failed],
-        when: "`run`, `repro`: a scenario failed on some kernel; `explore`: the kernel diverged \
-               from the reference model",
+        when: "`run`, `repro`: a scenario failed on some kernel; `rejudge`: a kept run fails \
+               when judged again; `explore`: the kernel diverged from the reference model",
     },
     Row {
         statuses: &[ExitStatus::HarnessError],

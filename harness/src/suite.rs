@@ -145,6 +145,23 @@ pub fn repro(
     })
 }
 
+/// Judge kept runs again from their directories, without a guest: the
+/// report of what each comes to now.
+pub fn rejudge(project: &Project, dirs: &[PathBuf], format: report::Format) -> Result<Report> {
+    let verdicts = dirs
+        .iter()
+        .map(|dir| {
+            let verdict = scenario::rejudge(project, dir)?;
+            event::emit(run_finished(&verdict, true));
+            Ok(verdict)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Report {
+        text: report::render(format, &verdicts, &BTreeMap::new()),
+        verdicts,
+    })
+}
+
 /// The event of a run that ended; with its failure in full, or not.
 fn run_finished(verdict: &Verdict, with_failure: bool) -> Event {
     Event::RunFinished {

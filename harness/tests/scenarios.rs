@@ -67,6 +67,7 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
     if let Some(spec) = kernels.iter().find(|spec| spec.name == kernel::DEFAULT) {
         trials.push(wrong_expectation_trial(&project, spec)?);
         trials.push(shell_trial(spec));
+        trials.push(rejudge_trial(spec));
         trials.push(bundle_trial(spec));
         trials.push(must_fail_trial(
             &project,
@@ -329,6 +330,85 @@ fn must_fail_trial(
         }
         Ok(())
     })
+}
+
+/// A pass, a failure and a known bug, run live and then judged again from
+/// their run directories without a guest, come to the same verdicts.
+fn rejudge_trial(spec: &KernelSpec) -> Trial {
+    let kernel = spec.name.clone();
+    Trial::test(
+        format!("harness::rejudge-agrees-with-live::{kernel}"),
+        move || {
+            use std::process::Command;
+            let binary = env!("CARGO_BIN_EXE_klp-harness");
+            let scenarios = [
+                "rules/r02-cumulative/equal-version",
+                "harness/tests/data/wrong-expectation.yaml",
+                "bugs/failed-module-load-leaves-klp-relocs",
+            ];
+            let project = Project::locate()?;
+            let live = Command::new(binary)
+                .current_dir(project.root())
+                .args(["run", "--format", "json", "--kernel", &kernel])
+                .args(scenarios)
+                .output()?;
+            let live: serde_json::Value = serde_json::from_slice(&live.stdout)
+                .map_err(|err| format!("run --format json: {err}"))?;
+            let dirs: Vec<String> = live
+                .as_array()
+                .ok_or("run printed no array")?
+                .iter()
+                .map(|v| v["artifacts"].as_str().unwrap_or_default().to_string())
+                .collect();
+            let again = Command::new(binary)
+                .current_dir(project.root())
+                .args(["rejudge", "--format", "json"])
+                .args(&dirs)
+                .output()?;
+            let again: serde_json::Value =
+                serde_json::from_slice(&again.stdout).map_err(|err| {
+                    format!("rejudge: {err}: {}", String::from_utf8_lossy(&again.stderr))
+                })?;
+            let verdicts = |all: &serde_json::Value| -> Vec<String> {
+                let mut rows: Vec<String> = all
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| {
+                        let failure = match v["result"].as_str() {
+                            Some("known-bug") => &v["known_bug"]["failure"],
+                            _ => &v["failure"],
+                        };
+                        format!(
+                            "{} {} step={} fix={} {}",
+                            v["scenario"],
+                            v["result"],
+                            failure["step"]["label"],
+                            v["known_bug"]["fix"],
+                            failure["message"]
+                        )
+                    })
+                    .collect();
+                rows.sort();
+                rows
+            };
+            let (live, again) = (verdicts(&live), verdicts(&again));
+            let results: Vec<&str> = live
+                .iter()
+                .map(|row| row.split(' ').nth(1).unwrap_or(""))
+                .collect();
+            if results != ["\"known-bug\"", "\"pass\"", "\"fail\""] {
+                return Err(format!(
+                    "the live runs did not give a known bug, a pass and a failure:\n{live:#?}"
+                )
+                .into());
+            }
+            if live != again {
+                return Err(format!("live:\n{live:#?}\nrejudged:\n{again:#?}").into());
+            }
+            Ok(())
+        },
+    )
 }
 
 /// `klp-harness shell` runs the steps up to the one asked for, then passes

@@ -10,6 +10,7 @@ mod explore;
 mod fixture;
 mod kernel;
 mod mutate;
+mod rejudge;
 mod repro;
 mod run;
 mod schema;
@@ -25,6 +26,7 @@ pub enum Command {
     Run(run::Args),
     Shell(shell::Args),
     Repro(repro::Args),
+    Rejudge(rejudge::Args),
     Bundle(bundle::Args),
     Bench(bench::Args),
     Explore(explore::Args),
@@ -42,6 +44,7 @@ pub fn exec(project: &Project, command: Command) -> Result<ExitStatus> {
         Command::Run(args) => run::exec(project, args),
         Command::Shell(args) => shell::exec(project, args),
         Command::Repro(args) => repro::exec(project, args),
+        Command::Rejudge(args) => rejudge::exec(project, args),
         Command::Bundle(args) => bundle::exec(project, args),
         Command::Bench(args) => bench::exec(project, args),
         Command::Explore(args) => explore::exec(project, args),
