@@ -21,69 +21,20 @@ struct Terminal {
 
 impl Terminal {
     fn render(&self, event: &Event) {
+        if let Some(text) = message(event) {
+            return self.line(&text);
+        }
         match event {
-            Event::InstallingPackages { packages } => {
-                self.line(&format!("installing host packages: {}", packages.join(" ")))
-            }
-            Event::UsingPrivateQemu { why, package } => self.line(&format!(
-                "{why}\nusing a private copy of Debian's {package} instead"
-            )),
-            Event::BootingEveryGuest { why } => {
-                self.line(&format!("{why}\nevery guest boots instead"))
-            }
-            Event::UpdatingAptLists { dir } => self.line(&format!(
-                "updating the private apt lists in {}",
-                dir.display()
-            )),
-            Event::Downloading { what } => self.line(&format!("downloading {what}")),
-            Event::Unpacking { archive } => self.line(&format!("unpacking {}", archive.display())),
-            Event::Pinned { what, lock } => {
-                self.line(&format!("pinned {what} in {}", lock.display()))
-            }
-            Event::LockDrifted {
-                kernel,
-                package,
-                pinned,
-                used,
-            } => self.line(&format!(
-                "{kernel}: {package}={pinned} is no longer offered; using {used} (same upstream \
-                 version {}); the lock still says {pinned}",
-                crate::kernel::upstream_version(pinned)
-            )),
-            Event::KernelBuildStarted { kernel } => {
-                let bar = ProgressBar::new_spinner();
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} building kernel {prefix} [{elapsed}] {wide_msg}",
-                    )
-                    .expect("valid template"),
-                );
-                bar.set_prefix(kernel.clone());
-                bar.enable_steady_tick(Duration::from_millis(200));
-                if bar.is_hidden() {
-                    self.line(&format!("building kernel {kernel}"));
-                }
-                self.bars.lock().unwrap().insert(build_key(kernel), bar);
-            }
-            Event::KernelBuildOutput { kernel, line } => {
-                if let Some(bar) = self.bars.lock().unwrap().get(&build_key(kernel)) {
-                    bar.set_message(line.trim().to_string());
-                }
-            }
-            Event::KernelBuildFinished { kernel } => {
-                if let Some(bar) = self.bars.lock().unwrap().remove(&build_key(kernel)) {
-                    bar.finish_and_clear();
-                }
-            }
-            Event::WorkDirReset { dir } => self.line(&format!(
-                "{} was left mid-build or by another compiler; it starts afresh (a full build)",
-                dir.display()
-            )),
-            Event::SavedStateDropped { why } => self.line(why),
-            Event::CacheEntryDropped { path, why } => self.line(&format!(
-                "dropped {} from the cache ({why}); it is made anew",
-                path.display()
-            )),
+            Event::KernelBuildStarted { .. }
+            | Event::KernelBuildOutput { .. }
+            | Event::KernelBuildFinished { .. } => self.kernel_build(event),
+            Event::ExploreStarted { .. }
+            | Event::ExploreProgress { .. }
+            | Event::ExploreFinished { .. } => self.explore(event),
+            Event::MutateStarted { .. }
+            | Event::MutantPhase { .. }
+            | Event::MutantFinished { .. }
+            | Event::MutateFinished { .. } => self.mutate(event),
             Event::ShellReady {
                 scenario,
                 kernel,
@@ -113,15 +64,50 @@ impl Terminal {
                 Some(why) => self.line_raw(&format!("FAIL {scenario} on {kernel}:\n{why}\n")),
                 None => self.line(&format!("{scenario} on {kernel}: {outcome}")),
             },
-            Event::ExploreStarted { kernel, runs } => {
-                let bar = ProgressBar::new(*runs as u64);
+            Event::ExploreDiverged { sequence, failure } => {
+                self.line_raw(&format!("{sequence} diverged; shrinking it:\n{failure}"))
+            }
+            _ => {}
+        }
+    }
+
+    /// A spinner per kernel being built, showing its last output line.
+    fn kernel_build(&self, event: &Event) {
+        match event {
+            Event::KernelBuildStarted { kernel } => {
+                let bar = ProgressBar::new_spinner();
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{elapsed_precise} [{bar:30}] {pos}/{len} sequences on {prefix}: {msg}",
+                        "{spinner} building kernel {prefix} [{elapsed}] {wide_msg}",
                     )
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                    .expect("valid template"),
                 );
+                bar.set_prefix(kernel.clone());
+                bar.enable_steady_tick(Duration::from_millis(200));
+                if bar.is_hidden() {
+                    self.line(&format!("building kernel {kernel}"));
+                }
+                self.bars.lock().unwrap().insert(build_key(kernel), bar);
+            }
+            Event::KernelBuildOutput { kernel, line } => {
+                if let Some(bar) = self.bars.lock().unwrap().get(&build_key(kernel)) {
+                    bar.set_message(line.trim().to_string());
+                }
+            }
+            Event::KernelBuildFinished { kernel } => {
+                if let Some(bar) = self.bars.lock().unwrap().remove(&build_key(kernel)) {
+                    bar.finish_and_clear();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A bar per exploration; a line every ten sequences where it is hidden.
+    fn explore(&self, event: &Event) {
+        match event {
+            Event::ExploreStarted { kernel, runs } => {
+                let bar = counting_bar(*runs, "sequences on");
                 bar.set_prefix(kernel.clone());
                 self.bars.lock().unwrap().insert(explore_key(kernel), bar);
             }
@@ -148,18 +134,20 @@ impl Terminal {
                 bar.set_message(status);
                 bar.set_position(*done as u64);
             }
-            Event::ExploreDiverged { sequence, failure } => {
-                self.line_raw(&format!("{sequence} diverged; shrinking it:\n{failure}"))
+            Event::ExploreFinished { kernel } => {
+                if let Some(bar) = self.bars.lock().unwrap().remove(&explore_key(kernel)) {
+                    bar.finish_and_clear();
+                }
             }
+            _ => {}
+        }
+    }
+
+    /// A bar per mutation run, each mutant's result printed above it.
+    fn mutate(&self, event: &Event) {
+        match event {
             Event::MutateStarted { kernel, planned } => {
-                let bar = ProgressBar::new(*planned as u64);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{elapsed_precise} [{bar:30}] {pos}/{len} mutants of {prefix}: {msg}",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
+                let bar = counting_bar(*planned, "mutants of");
                 bar.set_prefix(kernel.clone());
                 self.bars.lock().unwrap().insert(mutate_key(kernel), bar);
             }
@@ -192,11 +180,7 @@ impl Terminal {
                     bar.finish_and_clear();
                 }
             }
-            Event::ExploreFinished { kernel } => {
-                if let Some(bar) = self.bars.lock().unwrap().remove(&explore_key(kernel)) {
-                    bar.finish_and_clear();
-                }
-            }
+            _ => {}
         }
     }
 
@@ -214,6 +198,59 @@ impl Terminal {
     }
 }
 
+/// The text of an event that is one `klp-harness:` line; None for the
+/// others.
+fn message(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::InstallingPackages { packages } => {
+            format!("installing host packages: {}", packages.join(" "))
+        }
+        Event::UsingPrivateQemu { why, package } => {
+            format!("{why}\nusing a private copy of Debian's {package} instead")
+        }
+        Event::BootingEveryGuest { why } => format!("{why}\nevery guest boots instead"),
+        Event::UpdatingAptLists { dir } => {
+            format!("updating the private apt lists in {}", dir.display())
+        }
+        Event::Downloading { what } => format!("downloading {what}"),
+        Event::Unpacking { archive } => format!("unpacking {}", archive.display()),
+        Event::Pinned { what, lock } => format!("pinned {what} in {}", lock.display()),
+        Event::LockDrifted {
+            kernel,
+            package,
+            pinned,
+            used,
+        } => format!(
+            "{kernel}: {package}={pinned} is no longer offered; using {used} (same upstream \
+             version {}); the lock still says {pinned}",
+            crate::kernel::upstream_version(pinned)
+        ),
+        Event::WorkDirReset { dir } => format!(
+            "{} was left mid-build or by another compiler; it starts afresh (a full build)",
+            dir.display()
+        ),
+        Event::SavedStateDropped { why } => why.clone(),
+        Event::CacheEntryDropped { path, why } => format!(
+            "dropped {} from the cache ({why}); it is made anew",
+            path.display()
+        ),
+        _ => return None,
+    })
+}
+
+/// A bar counting `total` things, named after its prefix (the kernel).
+fn counting_bar(total: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {what} {{prefix}}: {{msg}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
 fn build_key(kernel: &str) -> String {
     format!("build {kernel}")
 }
@@ -224,4 +261,28 @@ fn mutate_key(kernel: &str) -> String {
 
 fn explore_key(kernel: &str) -> String {
     format!("explore {kernel}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_events_are_one_line_and_progress_events_none() {
+        let drifted = Event::LockDrifted {
+            kernel: "debian-6.1".into(),
+            package: "linux-kbuild-6.1".into(),
+            pinned: "6.1.192-2".into(),
+            used: "6.1.192-3".into(),
+        };
+        assert_eq!(
+            message(&drifted).unwrap(),
+            "debian-6.1: linux-kbuild-6.1=6.1.192-2 is no longer offered; using 6.1.192-3 \
+             (same upstream version 6.1.192); the lock still says 6.1.192-2"
+        );
+        let build = Event::KernelBuildStarted {
+            kernel: "src-7.2".into(),
+        };
+        assert_eq!(message(&build), None);
+    }
 }
