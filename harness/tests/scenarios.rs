@@ -347,8 +347,12 @@ fn rejudge_trial(spec: &KernelSpec) -> Trial {
                 "bugs/failed-module-load-leaves-klp-relocs",
             ];
             let project = Project::locate()?;
+            // Run directories of its own: the scenario trials of this
+            // kernel run the same scenarios at the same time.
+            let runs = tempfile::tempdir()?;
             let live = Command::new(binary)
                 .current_dir(project.root())
+                .env("KLP_HARNESS_ARTIFACTS", runs.path())
                 .args(["run", "--format", "json", "--kernel", &kernel])
                 .args(scenarios)
                 .output()?;
@@ -362,6 +366,7 @@ fn rejudge_trial(spec: &KernelSpec) -> Trial {
                 .collect();
             let again = Command::new(binary)
                 .current_dir(project.root())
+                .env("KLP_HARNESS_ARTIFACTS", runs.path())
                 .args(["rejudge", "--format", "json"])
                 .args(&dirs)
                 .output()?;
@@ -420,7 +425,10 @@ fn shell_trial(spec: &KernelSpec) -> Trial {
         move || {
             use std::io::Write;
             use std::process::{Command, Stdio};
+            // Run directories of its own, apart from the scenario's trial.
+            let runs = tempfile::tempdir()?;
             let mut child = Command::new(env!("CARGO_BIN_EXE_klp-harness"))
+                .env("KLP_HARNESS_ARTIFACTS", runs.path())
                 .args([
                     "shell",
                     "rules/r07-blocked-transition/blocked-then-released",

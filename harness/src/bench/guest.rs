@@ -153,7 +153,10 @@ pub(super) fn round_trips(
             guest,
             bench,
             &bench.steps,
-            scenario::Settings::new(artifacts.path(), Duration::from_secs(30)),
+            scenario::Settings::new(
+                artifacts.path(),
+                crate::testbed::Timeouts::from_env().transition,
+            ),
             &mut trace,
         )
     })?;

@@ -34,12 +34,18 @@ pub fn write_sources(
 /// The command that runs just this scenario on just this kernel, from the
 /// project's root.
 pub fn rerun_command(project: &Project, scenario: &Scenario, kernel: &str) -> String {
-    let file = std::path::absolute(&scenario.file).unwrap_or_else(|_| scenario.file.clone());
-    let shown = file.strip_prefix(project.root()).unwrap_or(&file);
     format!(
         "cargo run --release -- run --kernel {kernel} {}",
-        shown.display()
+        project_relative(project, scenario).display()
     )
+}
+
+/// The scenario's file relative to the project's root, where it is inside.
+pub fn project_relative(project: &Project, scenario: &Scenario) -> std::path::PathBuf {
+    let file = std::path::absolute(&scenario.file).unwrap_or_else(|_| scenario.file.clone());
+    file.strip_prefix(project.root())
+        .unwrap_or(&file)
+        .to_path_buf()
 }
 
 pub fn rerun_script(project: &Project, scenario: &Scenario, kernel: &str) -> String {

@@ -257,12 +257,12 @@ impl<'a> Judge<'a> {
         window: Window,
     ) -> Result<()> {
         let expect = &step.expect;
-        let read = |path: &str| {
-            observation
-                .reads
-                .get(path)
-                .map(|content| content.trim_end_matches('\n').to_string())
-                .unwrap_or_default()
+        // A kept run judged again may lack a file an edited expectation names.
+        let read = |path: &str| match observation.reads.get(path) {
+            Some(content) => Ok(content.trim_end_matches('\n').to_string()),
+            None => Err(anyhow::anyhow!(
+                "{path} was not read after this step: the run did not expect it then"
+            )),
         };
         if let Some(expected) = &expect.patches {
             let found = listing.patch_stack();
@@ -284,7 +284,7 @@ impl<'a> Judge<'a> {
         }
         for (file, expected) in &expect.target {
             let target = crate::fixture::target::SYSFS_DIR;
-            let found = read(&format!("{target}/{file}"));
+            let found = read(&format!("{target}/{file}"))?;
             if found != expected.value {
                 return Err(
                     Mismatch::new(format!("target {file}"), &expected.value, found)
@@ -297,7 +297,7 @@ impl<'a> Judge<'a> {
             let wanted = expected
                 .value
                 .replace(KERNEL_COMMAND_LINE, &self.command_line);
-            let found = read(path);
+            let found = read(path)?;
             if found != wanted {
                 return Err(Mismatch::new(path, &wanted, found).quoted().into());
             }
@@ -539,6 +539,18 @@ mod tests {
             err,
             "modules: expected [\"klp_features\", \"klp_target\"], \
              found [\"klp_cumul_v1\", \"klp_features\", \"klp_target\"]"
+        );
+    }
+
+    #[test]
+    fn a_file_the_run_did_not_read_is_named_not_taken_as_empty() {
+        let scenario = scenario("  - load: klp_target\n    expect:\n      target: {status: ''}\n");
+        let err = judge_all(&scenario, &[observed(0, "", "")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "/sys/kernel/klp_target/status was not read after this step: the run did not expect it then"
         );
     }
 

@@ -68,12 +68,8 @@ pub fn rejudge(project: &Project, dir: &Path) -> Result<Verdict> {
     let text = std::fs::read_to_string(&copy)
         .with_context(|| format!("cannot read {}", copy.display()))?;
     // Named from the current directory where it can be, as `run` names it.
-    let file = project.root().join(&record.scenario_file);
-    let file = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| Some(file.strip_prefix(cwd).ok()?.to_path_buf()))
-        .unwrap_or(file);
-    let scenario = parse(project, &file, &text)?;
+    let file = crate::project::shown_path(&project.root().join(&record.scenario_file));
+    let scenario = parse(project, Path::new(&file), &text)?;
     let profile = Profile::from_record(&record.profile)
         .map_err(|why| anyhow::anyhow!("{}: {why}", dir.join(OBSERVATIONS).display()))?;
     let result = judge_kept(&scenario, &profile, &record);

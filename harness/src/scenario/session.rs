@@ -91,10 +91,7 @@ fn settings(
     let limit = Timeouts::from_env().transition;
     let record = RunRecord {
         scenario: scenario.name.clone(),
-        scenario_file: std::path::absolute(&scenario.file)
-            .ok()
-            .and_then(|file| Some(file.strip_prefix(project.root()).ok()?.to_path_buf()))
-            .unwrap_or_else(|| scenario.file.clone())
+        scenario_file: artifacts::project_relative(project, scenario)
             .display()
             .to_string(),
         kernel: spec.name.clone(),
