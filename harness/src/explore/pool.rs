@@ -58,6 +58,7 @@ pub fn generate(rng: &mut impl Rng, seed: u64, size: usize) -> Vec<PoolFixture> 
                     reports: None,
                     klp_relocs: false,
                     sympos: None,
+                    shadow_vars: Default::default(),
                 },
             }
         })

@@ -1,9 +1,12 @@
 //! The fixture library's callbacks (fixtures/templates/livepatch.c.in,
 //! fixtures/klp_features/): feature data taken over or allocated in
-//! pre_patch, published in post_patch, withdrawn and freed in post_unpatch.
+//! pre_patch, published in post_patch, withdrawn and freed in post_unpatch;
+//! in each, what klp_get_prev_state() gives, then the spec's shadow
+//! variable operations.
 
 use super::state::{Feature, Model};
 use super::{Mutation, Unsupported};
+use crate::fixture::shadow::Callback;
 
 /// The fixture library's table can hold this many owners per feature
 /// (KLP_FEATURES_DEPTH in klp_features.c); pushes beyond it are dropped.
@@ -15,6 +18,7 @@ impl Model {
     pub(super) fn pre_patch(&mut self, index: usize) -> Result<(), Unsupported> {
         let def = self.def(&self.patches[index].module).clone();
         for feature in &def.features {
+            self.saw_prev(index, feature.id, &feature.name, Callback::PrePatch);
             let previous = self.previous_data(index, feature.id).flatten();
             let data = match previous {
                 Some(data) => data,
@@ -35,7 +39,20 @@ impl Model {
             };
             self.patches[index].data.insert(feature.id, Some(data));
         }
-        Ok(())
+        self.run_shadow_ops(&def, Callback::PrePatch)
+    }
+
+    /// What klp_get_prev_state() gives the patch at `index` for `id`, as
+    /// klp_features shows it: the state of the last patch before it in
+    /// klp_patches that has one (kernel/livepatch/state.c).
+    fn saw_prev(&mut self, index: usize, id: u64, name: &str, callback: Callback) {
+        let observer = self.patches[index].module.clone();
+        let prev = self.patches[..index]
+            .iter()
+            .rev()
+            .find(|p| self.def(&p.module).feature(id).is_some())
+            .map_or("none".to_string(), |p| p.module.clone());
+        self.feature_entry(id, name).prev[callback.index()] = Some(format!("{observer} saw {prev}"));
     }
 
     /// klp_get_prev_state(): the state of the topmost patch below `index`
@@ -57,10 +74,11 @@ impl Model {
     /// The fixture's post_patch: each feature is published; a cumulative
     /// patch replaces the feature's whole owner stack. Publishing again
     /// (after a reversed disable) keeps the patch's place.
-    pub(super) fn post_patch(&mut self, index: usize) {
+    pub(super) fn post_patch(&mut self, index: usize) -> Result<(), Unsupported> {
         let module = self.patches[index].module.clone();
         let def = self.def(&module).clone();
         for feature in &def.features {
+            self.saw_prev(index, feature.id, &feature.name, Callback::PostPatch);
             let entry = self.feature_entry(feature.id, &feature.name);
             if def.replace {
                 entry.owners.clear();
@@ -71,14 +89,26 @@ impl Model {
                 entry.owners.push((module.clone(), feature.version));
             }
         }
+        self.run_shadow_ops(&def, Callback::PostPatch)
+    }
+
+    /// The fixture's pre_unpatch: it only logs, and reports what
+    /// klp_get_prev_state() gives it.
+    pub(super) fn pre_unpatch(&mut self, index: usize) -> Result<(), Unsupported> {
+        let def = self.def(&self.patches[index].module).clone();
+        for feature in &def.features {
+            self.saw_prev(index, feature.id, &feature.name, Callback::PreUnpatch);
+        }
+        self.run_shadow_ops(&def, Callback::PreUnpatch)
     }
 
     /// The fixture's post_unpatch: withdraw each feature, and free its
     /// data once no listed patch holds it.
-    pub(super) fn post_unpatch(&mut self, index: usize) {
+    pub(super) fn post_unpatch(&mut self, index: usize) -> Result<(), Unsupported> {
         let module = self.patches[index].module.clone();
         let def = self.def(&module).clone();
         for feature in &def.features {
+            self.saw_prev(index, feature.id, &feature.name, Callback::PostUnpatch);
             let keeps_version = self.mutation == Some(Mutation::DisableKeepsVersion);
             if let Some(entry) = self.features.get_mut(&feature.id) {
                 if let Some(at) = entry.owners.iter().rposition(|(o, _)| *o == module) {
@@ -106,5 +136,6 @@ impl Model {
                 }
             }
         }
+        self.run_shadow_ops(&def, Callback::PostUnpatch)
     }
 }

@@ -5,6 +5,7 @@
 use super::state::Patch;
 use super::state::Target;
 use super::{Model, STATUS_FUNCTION};
+use crate::fixture::shadow::Callback;
 use crate::fixture::target::LONG_NAME_FUNCTION;
 use std::collections::BTreeMap;
 
@@ -60,7 +61,13 @@ impl Model {
             );
             files.insert(format!("{dir}/enabled"), flag(feature.enabled));
             files.insert(format!("{dir}/shadow"), flag(feature.shadow));
+            for callback in Callback::ALL {
+                let seen = feature.prev[callback.index()].as_deref().unwrap_or("-");
+                files.insert(format!("{dir}/prev_{}", callback.name()), seen.to_string());
+            }
         }
+        files.insert(format!("{FEATURES}/shadow/vars"), self.shadow_vars_file());
+        files.insert(format!("{FEATURES}/shadow/dtors"), self.shadow_dtors_file());
         if self.target_loaded() {
             files.insert(format!("{TARGET}/park"), flag(self.parked.is_some()));
             files.insert(format!("{TARGET}/spin"), flag(self.spinning));

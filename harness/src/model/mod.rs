@@ -12,9 +12,11 @@ mod callbacks;
 pub mod listing;
 mod modules;
 mod operations;
+mod shadow;
 mod state;
 mod transitions;
 
+use crate::fixture::shadow::ShadowVars;
 use crate::fixture::spec::{LivepatchSpec, FUNCTIONS};
 use std::collections::BTreeMap;
 
@@ -40,6 +42,8 @@ pub struct PatchDef {
     pub klp_relocs: bool,
     /// It names a symbol position that does not exist (`sympos`).
     pub missing_symbol: bool,
+    /// The shadow variable operations its callbacks run.
+    pub shadow_vars: ShadowVars,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -73,6 +77,7 @@ impl PatchDef {
             target_pre_patch_error_once: spec.callbacks.target_pre_patch_error_once.clone(),
             klp_relocs: spec.klp_relocs,
             missing_symbol: spec.sympos.is_some_and(|sympos| sympos > 1),
+            shadow_vars: spec.shadow_vars.clone(),
         }
     }
 

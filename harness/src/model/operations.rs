@@ -32,7 +32,7 @@ impl Model {
             Op::Load(module) => self.load(module)?,
             Op::Disable(module) => self.write_enabled(module, false)?,
             Op::Unload(module) => self.unload(module)?,
-            Op::Wait(module) => self.wait(module),
+            Op::Wait(module) => self.wait(module)?,
             Op::Reverse(module) => match self.enabled(module) {
                 Some(enabled) => self.write_enabled(module, !enabled)?,
                 None => Response::Refused("ENOENT"),
@@ -60,7 +60,7 @@ impl Model {
         let outcome = match (&outcome, op) {
             (Response::Done, Op::Load(module) | Op::Disable(module)) if wait => {
                 match self.transition.as_ref() {
-                    Some(t) if &t.module == module => self.wait(module),
+                    Some(t) if &t.module == module => self.wait(module)?,
                     _ => Response::Done,
                 }
             }
@@ -182,6 +182,7 @@ impl Model {
             return Ok(Response::Refused("EBUSY"));
         }
         self.patches[index].enabled = false;
+        self.pre_unpatch(index)?;
         self.start_transition(index, Target::Unpatched);
         Ok(Response::Done)
     }

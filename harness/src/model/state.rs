@@ -27,6 +27,11 @@ pub struct Model {
     pub(super) features: BTreeMap<u64, Feature>,
     /// Feature data blocks allocated and not yet freed.
     pub(super) live_data: BTreeSet<u64>,
+    /// The fixtures' shadow variables: (object, id) ──> value.
+    pub(super) shadow_vars: BTreeMap<(u8, u8), i64>,
+    /// Destructor calls: (object, id, value, patch), sorted as
+    /// /sys/kernel/klp_features/shadow/dtors shows them.
+    pub(super) shadow_dtors: Vec<(u8, u8, i64, String)>,
     pub(super) next_instance: u64,
     pub(super) next_data: u64,
     pub(super) mutation: Option<Mutation>,
@@ -87,6 +92,9 @@ pub(super) struct Feature {
     pub shadow: bool,
     /// (owner, version), bottom first; the top one is in force.
     pub owners: Vec<(String, u32)>,
+    /// By callback (`shadow::Callback::index`): "<patch> saw <previous
+    /// patch|none>", what klp_get_prev_state() last gave it.
+    pub prev: [Option<String>; 4],
 }
 
 impl Model {
@@ -105,6 +113,8 @@ impl Model {
             spinning: false,
             features: BTreeMap::new(),
             live_data: BTreeSet::new(),
+            shadow_vars: BTreeMap::new(),
+            shadow_dtors: Vec::new(),
             next_instance: 1,
             next_data: 1,
             mutation: None,

@@ -30,6 +30,7 @@ fn def(
         target_pre_patch_error_once: None,
         klp_relocs: false,
         missing_symbol: false,
+        shadow_vars: Default::default(),
     }
 }
 

@@ -10,15 +10,15 @@ const COND_RESCHED_SWITCHES: &str = "cond-resched-switches-task";
 const REVERSAL_CHECKS_REAL_FUNCTION: &str = "reversed-disable-checks-real-function";
 
 impl Model {
-    pub(super) fn wait(&mut self, module: &str) -> Response {
-        match &self.transition {
+    pub(super) fn wait(&mut self, module: &str) -> Result<Response, Unsupported> {
+        Ok(match &self.transition {
             Some(t) if t.module == module && t.held() => Response::StillRunning,
             Some(t) if t.module == module => {
-                self.complete_transition();
+                self.complete_transition()?;
                 Response::Done
             }
             _ => Response::Done,
-        }
+        })
     }
 
     /// Whether the parked thread keeps the transition of the patch at
@@ -165,14 +165,14 @@ impl Model {
     }
 
     /// klp_complete_transition() and the freeing that follows it.
-    pub(super) fn complete_transition(&mut self) {
+    pub(super) fn complete_transition(&mut self) -> Result<(), Unsupported> {
         let t = self.transition.take().expect("a transition to complete");
         let index = self
             .patch_index(&t.module)
             .expect("transition patch listed");
         match t.target {
             Target::Patched => {
-                self.post_patch(index);
+                self.post_patch(index)?;
                 if self.def(&t.module).replace {
                     // Replaced: the patches before it in the list, without
                     // their callbacks (klp_unpatch_replaced_patches()).
@@ -181,11 +181,12 @@ impl Model {
                 }
             }
             Target::Unpatched => {
-                self.post_unpatch(index);
+                self.post_unpatch(index)?;
                 let patch = self.patches.remove(index);
                 self.free_patch(patch);
             }
         }
+        Ok(())
     }
 
     pub(super) fn free_patch(&mut self, patch: Patch) {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 pub struct ScenarioFile {
     /// One line saying what the scenario shows.
     pub description: String,
-    /// The rules of the coverage suite it checks, R1 to R15 (see docs/scenarios.md).
+    /// The rules of the coverage suite it checks, R1 to R16 (see docs/scenarios.md).
     #[schemars(with = "Vec<String>")]
     #[serde(default)]
     pub rules: Vec<Spanned<String>>,
