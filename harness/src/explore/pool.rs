@@ -1,6 +1,7 @@
 //! A generated pool of livepatch fixtures: random features and versions,
 //! cumulative and not, with functions that several patches replace.
 
+use crate::fixture::shadow::{Callback, ShadowCall, ShadowOp, ShadowVars};
 use crate::fixture::spec::{Feature, LivepatchSpec};
 use crate::model::{replaceable_functions, PatchDef, BUSY_FUNCTION};
 use rand::seq::IndexedRandom;
@@ -10,6 +11,12 @@ use std::fmt::Write as _;
 /// Feature ids the pool draws from: few, so that patches share them.
 const FEATURE_IDS: &[u64] = &[1, 2, 3];
 const MAX_VERSION: u32 = 3;
+/// How many of the pool's patches use shadow variables.
+const SHADOW_RATE: f64 = 0.5;
+/// Objects and ids they draw from: few, so that patches meet each
+/// other's variables.
+const SHADOW_OBJECTS: u8 = 2;
+const SHADOW_IDS: u8 = 2;
 
 pub struct PoolFixture {
     pub name: String,
@@ -58,11 +65,39 @@ pub fn generate(rng: &mut impl Rng, seed: u64, size: usize) -> Vec<PoolFixture> 
                     reports: None,
                     klp_relocs: false,
                     sympos: None,
-                    shadow_vars: Default::default(),
+                    shadow_vars: shadow_vars(rng),
                 },
             }
         })
         .collect()
+}
+
+/// One to three shadow variable operations in random callbacks, for half
+/// of the patches.
+fn shadow_vars(rng: &mut impl Rng) -> ShadowVars {
+    let mut vars = ShadowVars::default();
+    if !rng.random_bool(SHADOW_RATE) {
+        return vars;
+    }
+    for _ in 0..rng.random_range(1..=3) {
+        let call = *ShadowCall::ALL.choose(rng).expect("calls");
+        let callback = *Callback::ALL.choose(rng).expect("callbacks");
+        let (value, ctor_error) = match rng.random_range(0..4) {
+            _ if !call.allocates() => (None, None),
+            0 => (None, None),
+            1 => (None, Some("ENOMEM".to_string())),
+            _ => (Some(rng.random_range(1..100)), None),
+        };
+        vars.at_mut(callback).push(ShadowOp {
+            op: call,
+            obj: (call != ShadowCall::FreeAll).then(|| rng.random_range(0..SHADOW_OBJECTS)),
+            id: rng.random_range(1..=SHADOW_IDS),
+            value,
+            ctor_error,
+            dtor: matches!(call, ShadowCall::Free | ShadowCall::FreeAll) && rng.random_bool(0.5),
+        });
+    }
+    vars
 }
 
 impl PoolFixture {
@@ -78,6 +113,9 @@ impl PoolFixture {
         );
         let functions = self.spec.functions.clone().unwrap_or_default();
         let _ = writeln!(text, "  functions: [{}]", functions.join(", "));
+        if !self.spec.shadow_vars.is_empty() {
+            text.push_str(&self.spec.shadow_vars.yaml(2));
+        }
         if self.spec.features.is_empty() {
             text.push_str("  features: []\n");
         } else {

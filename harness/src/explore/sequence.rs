@@ -95,14 +95,23 @@ pub fn generate(rng: &mut impl Rng, start: &Model, pool: &[String], steps: usize
             plan.clear();
             continue;
         };
+        let wait = match prediction.settled {
+            true => None,
+            false => {
+                let (module, _) = next.in_transition().expect("an unsettled transition");
+                let wait = Op::Wait(module.to_string());
+                if next.step(&wait, true).is_err() {
+                    // Its end is not predictable (the callbacks' shadow
+                    // destructor record overflows): try another step.
+                    plan.clear();
+                    continue;
+                }
+                Some(wait)
+            }
+        };
         model = next;
         ops.push(op);
-        if !prediction.settled {
-            let (module, _) = model.in_transition().expect("an unsettled transition");
-            let wait = Op::Wait(module.to_string());
-            model.step(&wait, true).expect("a wait is predictable");
-            ops.push(wait);
-        }
+        ops.extend(wait);
     }
     ops
 }

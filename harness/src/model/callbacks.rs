@@ -52,7 +52,8 @@ impl Model {
             .rev()
             .find(|p| self.def(&p.module).feature(id).is_some())
             .map_or("none".to_string(), |p| p.module.clone());
-        self.feature_entry(id, name).prev[callback.index()] = Some(format!("{observer} saw {prev}"));
+        self.feature_entry(id, name).prev[callback.index()] =
+            Some(format!("{observer} saw {prev}"));
     }
 
     /// klp_get_prev_state(): the state of the topmost patch below `index`

@@ -21,7 +21,8 @@ impl Model {
                 ShadowCall::Get => {}
                 // An existing variable: get_or_alloc returns it, alloc
                 // warns and returns NULL; neither calls the constructor.
-                ShadowCall::Alloc | ShadowCall::GetOrAlloc if self.shadow_vars.contains_key(&key) => {}
+                ShadowCall::Alloc | ShadowCall::GetOrAlloc
+                    if self.shadow_vars.contains_key(&key) => {}
                 // A failing constructor: the new variable is thrown away.
                 ShadowCall::Alloc | ShadowCall::GetOrAlloc if op.ctor_error.is_some() => {}
                 ShadowCall::Alloc | ShadowCall::GetOrAlloc => {
@@ -49,7 +50,8 @@ impl Model {
                      the first {DTOR_RECORDS}, and free_all's order is the hash table's"
                 )));
             }
-            self.shadow_dtors.push((key.0, key.1, value, patch.to_string()));
+            self.shadow_dtors
+                .push((key.0, key.1, value, patch.to_string()));
             self.shadow_dtors.sort();
         }
         Ok(())

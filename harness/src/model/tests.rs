@@ -438,3 +438,110 @@ proptest! {
         }
     }
 }
+
+/// A model of `defs()` plus patches whose callbacks run these shadow
+/// variable operations (as specs write them).
+fn with_shadow(patches: &[(&str, bool, &str)]) -> Model {
+    let mut defs = defs();
+    for (module, replace, ops) in patches {
+        let vars: crate::fixture::shadow::ShadowVars =
+            crate::yaml::parse_str(std::path::Path::new("s.yaml"), ops).unwrap();
+        crate::fixture::shadow::check(&vars).unwrap();
+        let mut patch = def(module, *replace, &[], &[STATUS_FUNCTION]);
+        patch.shadow_vars = vars;
+        defs.insert(module.to_string(), patch);
+    }
+    let mut model = Model::new(defs, &Profile::from_version(&[7, 2]));
+    model.step(&load("klp_target"), true).unwrap();
+    model
+}
+
+fn shadow_files(m: &Model) -> (String, String) {
+    let files = m.predicted_files();
+    (
+        files["/sys/kernel/klp_features/shadow/vars"].clone(),
+        files["/sys/kernel/klp_features/shadow/dtors"].clone(),
+    )
+}
+
+#[test]
+fn shadow_variables_follow_the_api() {
+    let mut m = with_shadow(&[(
+        "ops",
+        false,
+        "pre_patch: [{op: alloc, obj: 0, id: 1, value: 10}, {op: alloc, obj: 1, id: 1}, \
+         {op: alloc, obj: 0, id: 2, ctor_error: ENOMEM}, {op: get_or_alloc, obj: 0, id: 1, value: 99}, \
+         {op: alloc, obj: 1, id: 1, value: 5}]\n\
+         pre_unpatch: [{op: free, obj: 1, id: 1, dtor: true}, {op: alloc, obj: 3, id: 2, value: 7}]\n\
+         post_unpatch: [{op: free_all, id: 2}, {op: free_all, id: 1, dtor: true}]",
+    )]);
+    assert_eq!(shadow_files(&m), ("none".into(), "none".into()));
+    run(&mut m, load("ops"));
+    // The failed constructor attached nothing; neither get_or_alloc nor
+    // alloc of an existing variable changed it.
+    assert_eq!(shadow_files(&m), ("0/1=10 1/1=0".into(), "none".into()));
+    run(&mut m, Op::Disable("ops".into()));
+    assert_eq!(
+        shadow_files(&m),
+        ("none".into(), "0/1=10(ops) 1/1=0(ops)".into())
+    );
+}
+
+#[test]
+fn shadow_variables_outlive_their_patch() {
+    let mut m = with_shadow(&[
+        (
+            "keep_a",
+            true,
+            "post_patch: [{op: alloc, obj: 2, id: 3, value: 1}]",
+        ),
+        (
+            "keep_b",
+            true,
+            "post_unpatch: [{op: free, obj: 2, id: 3, dtor: true}]",
+        ),
+    ]);
+    run(&mut m, load("keep_a"));
+    run(&mut m, load("keep_b"));
+    run(&mut m, Op::Unload("keep_a".into()));
+    assert_eq!(shadow_files(&m).0, "2/3=1");
+    run(&mut m, Op::Disable("keep_b".into()));
+    assert_eq!(shadow_files(&m), ("none".into(), "2/3=1(keep_b)".into()));
+}
+
+#[test]
+fn callbacks_see_the_nearest_state_below_the_transition_patch() {
+    let mut defs = defs();
+    for (module, replace, version) in [("c1", true, 1), ("c2", true, 2), ("c3", true, 3)] {
+        defs.insert(module.into(), def(module, replace, &[(6, version)], ALL));
+    }
+    defs.insert("plain".into(), def("plain", false, &[], ALL));
+    let mut m = Model::new(defs, &Profile::from_version(&[7, 2]));
+    let prev = |m: &Model, callback: &str| {
+        m.predicted_files()[&format!("/sys/kernel/klp_features/6/prev_{callback}")].clone()
+    };
+    run(&mut m, load("c1"));
+    assert_eq!(prev(&m, "pre_patch"), "c1 saw none");
+    assert_eq!(prev(&m, "pre_unpatch"), "-");
+    run(&mut m, load("c2"));
+    assert_eq!(prev(&m, "post_patch"), "c2 saw c1");
+    run(&mut m, load("c3"));
+    assert_eq!(prev(&m, "pre_patch"), "c3 saw c2");
+    assert_eq!(prev(&m, "post_patch"), "c3 saw c2");
+    run(&mut m, Op::Disable("c3".into()));
+    assert_eq!(prev(&m, "pre_unpatch"), "c3 saw none");
+    assert_eq!(prev(&m, "post_unpatch"), "c3 saw none");
+
+    // Non-cumulative: the nearest patch below with the state, passing
+    // over one without it.
+    let mut m = Model::new(m.defs().clone(), &Profile::from_version(&[7, 2]));
+    run(&mut m, load("noncumul_v1"));
+    run(&mut m, load("plain"));
+    run(&mut m, load("noncumul_v2"));
+    let prev1 = |m: &Model, callback: &str| {
+        m.predicted_files()[&format!("/sys/kernel/klp_features/1/prev_{callback}")].clone()
+    };
+    assert_eq!(prev1(&m, "pre_patch"), "noncumul_v2 saw noncumul_v1");
+    run(&mut m, Op::Disable("noncumul_v2".into()));
+    assert_eq!(prev1(&m, "pre_unpatch"), "noncumul_v2 saw noncumul_v1");
+}
