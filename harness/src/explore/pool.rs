@@ -5,18 +5,21 @@ use crate::fixture::shadow::{Callback, ShadowCall, ShadowOp, ShadowVars};
 use crate::fixture::spec::{Feature, LivepatchSpec};
 use crate::model::{replaceable_functions, PatchDef, BUSY_FUNCTION};
 use rand::seq::IndexedRandom;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::fmt::Write as _;
 
 /// Feature ids the pool draws from: few, so that patches share them.
 const FEATURE_IDS: &[u64] = &[1, 2, 3];
 const MAX_VERSION: u32 = 3;
 /// How many of the pool's patches use shadow variables.
-const SHADOW_RATE: f64 = 0.5;
+const SHADOW_RATE: f64 = 0.7;
 /// Objects and ids they draw from: few, so that patches meet each
 /// other's variables.
 const SHADOW_OBJECTS: u8 = 2;
 const SHADOW_IDS: u8 = 2;
+/// Mixed into the seed of the shadow variables' stream.
+const SHADOW_STREAM: u64 = 0x5ad0_5ad0;
 
 pub struct PoolFixture {
     pub name: String,
@@ -26,6 +29,10 @@ pub struct PoolFixture {
 /// `size` fixtures named after the seed, so that pools of different seeds
 /// can sit side by side. The first is cumulative, the second not.
 pub fn generate(rng: &mut impl Rng, seed: u64, size: usize) -> Vec<PoolFixture> {
+    // Shadow variables come from a stream of their own: a seed's features
+    // and functions, and so its sequences, stay what they were before
+    // the pool had them.
+    let mut shadow_rng = ChaCha8Rng::seed_from_u64(seed ^ SHADOW_STREAM);
     (0..size)
         .map(|index| {
             let replace = match index {
@@ -65,21 +72,21 @@ pub fn generate(rng: &mut impl Rng, seed: u64, size: usize) -> Vec<PoolFixture> 
                     reports: None,
                     klp_relocs: false,
                     sympos: None,
-                    shadow_vars: shadow_vars(rng),
+                    shadow_vars: shadow_vars(&mut shadow_rng),
                 },
             }
         })
         .collect()
 }
 
-/// One to three shadow variable operations in random callbacks, for half
+/// One to four shadow variable operations in random callbacks, for most
 /// of the patches.
 fn shadow_vars(rng: &mut impl Rng) -> ShadowVars {
     let mut vars = ShadowVars::default();
     if !rng.random_bool(SHADOW_RATE) {
         return vars;
     }
-    for _ in 0..rng.random_range(1..=3) {
+    for _ in 0..rng.random_range(1..=4) {
         let call = *ShadowCall::ALL.choose(rng).expect("calls");
         let callback = *Callback::ALL.choose(rng).expect("callbacks");
         let (value, ctor_error) = match rng.random_range(0..4) {
@@ -140,15 +147,29 @@ impl PoolFixture {
             .iter()
             .map(|f| format!("f{}=v{}", f.id, f.version))
             .collect();
+        let vars = &self.spec.shadow_vars;
+        let shadow: Vec<String> = Callback::ALL
+            .iter()
+            .flat_map(|c| {
+                vars.at(*c)
+                    .iter()
+                    .map(move |op| format!("{} {}", c.name(), op.yaml()))
+            })
+            .collect();
         format!(
-            "{} {kind} {} replaces {}",
+            "{} {kind} {} replaces {}{}",
             self.name,
             if features.is_empty() {
                 "no features".to_string()
             } else {
                 features.join(" ")
             },
-            self.spec.functions.clone().unwrap_or_default().join(", ")
+            self.spec.functions.clone().unwrap_or_default().join(", "),
+            if shadow.is_empty() {
+                String::new()
+            } else {
+                format!("; shadow: {}", shadow.join(", "))
+            }
         )
     }
 }

@@ -19,10 +19,22 @@ impl Model {
             let key = (op.object(), op.id);
             match op.op {
                 ShadowCall::Get => {}
-                // An existing variable: get_or_alloc returns it, alloc
-                // warns and returns NULL; neither calls the constructor.
-                ShadowCall::Alloc | ShadowCall::GetOrAlloc
-                    if self.shadow_vars.contains_key(&key) => {}
+                // klp_shadow_alloc() of an existing variable WARNs
+                // (__klp_shadow_get_or_alloc()), and a run judges the
+                // warning a failure.
+                ShadowCall::Alloc if self.shadow_vars.contains_key(&key) => {
+                    return Err(Unsupported(format!(
+                        "{} allocates shadow variable {}/{} in {}, which exists: \
+                         klp_shadow_alloc() warns \"Duplicate shadow variable\"",
+                        def.module,
+                        key.0,
+                        key.1,
+                        callback.name()
+                    )));
+                }
+                // get_or_alloc of an existing variable returns it without
+                // calling the constructor.
+                ShadowCall::GetOrAlloc if self.shadow_vars.contains_key(&key) => {}
                 // A failing constructor: the new variable is thrown away.
                 ShadowCall::Alloc | ShadowCall::GetOrAlloc if op.ctor_error.is_some() => {}
                 ShadowCall::Alloc | ShadowCall::GetOrAlloc => {

@@ -470,21 +470,32 @@ fn shadow_variables_follow_the_api() {
         "ops",
         false,
         "pre_patch: [{op: alloc, obj: 0, id: 1, value: 10}, {op: alloc, obj: 1, id: 1}, \
-         {op: alloc, obj: 0, id: 2, ctor_error: ENOMEM}, {op: get_or_alloc, obj: 0, id: 1, value: 99}, \
-         {op: alloc, obj: 1, id: 1, value: 5}]\n\
+         {op: alloc, obj: 0, id: 2, ctor_error: ENOMEM}, {op: get_or_alloc, obj: 0, id: 1, value: 99}]\n\
          pre_unpatch: [{op: free, obj: 1, id: 1, dtor: true}, {op: alloc, obj: 3, id: 2, value: 7}]\n\
          post_unpatch: [{op: free_all, id: 2}, {op: free_all, id: 1, dtor: true}]",
     )]);
     assert_eq!(shadow_files(&m), ("none".into(), "none".into()));
     run(&mut m, load("ops"));
-    // The failed constructor attached nothing; neither get_or_alloc nor
-    // alloc of an existing variable changed it.
+    // The failed constructor attached nothing; get_or_alloc of an
+    // existing variable did not change it.
     assert_eq!(shadow_files(&m), ("0/1=10 1/1=0".into(), "none".into()));
     run(&mut m, Op::Disable("ops".into()));
     assert_eq!(
         shadow_files(&m),
         ("none".into(), "0/1=10(ops) 1/1=0(ops)".into())
     );
+}
+
+#[test]
+fn allocating_an_existing_shadow_variable_is_not_predicted() {
+    // klp_shadow_alloc() warns, which fails a run.
+    let mut m = with_shadow(&[(
+        "twice",
+        false,
+        "pre_patch: [{op: alloc, obj: 1, id: 1}, {op: alloc, obj: 1, id: 1, value: 5}]",
+    )]);
+    let err = m.step(&load("twice"), true).unwrap_err();
+    assert!(err.0.contains("Duplicate shadow variable"), "{err}");
 }
 
 #[test]
