@@ -101,8 +101,8 @@ pub fn generate(rng: &mut impl Rng, start: &Model, pool: &[String], steps: usize
                 let (module, _) = next.in_transition().expect("an unsettled transition");
                 let wait = Op::Wait(module.to_string());
                 if next.step(&wait, true).is_err() {
-                    // Its end is not predictable (the callbacks' shadow
-                    // destructor record overflows): try another step.
+                    // The callbacks that end it are not predictable (a
+                    // shadow variable allocated twice): try another step.
                     plan.clear();
                     continue;
                 }

@@ -4,7 +4,7 @@
 //! in each, what klp_get_prev_state() gives, then the spec's shadow
 //! variable operations.
 
-use super::state::{Feature, Model};
+use super::state::{Feature, Model, Patch};
 use super::{Mutation, Unsupported};
 use crate::fixture::shadow::Callback;
 
@@ -19,7 +19,9 @@ impl Model {
         let def = self.def(&self.patches[index].module).clone();
         for feature in &def.features {
             self.saw_prev(index, feature.id, &feature.name, Callback::PrePatch);
-            let previous = self.previous_data(index, feature.id).flatten();
+            let previous = self
+                .prev_state(index, feature.id)
+                .and_then(|p| p.data[&feature.id]);
             let data = match previous {
                 Some(data) => data,
                 None => {
@@ -43,26 +45,24 @@ impl Model {
     }
 
     /// What klp_get_prev_state() gives the patch at `index` for `id`, as
-    /// klp_features shows it: the state of the last patch before it in
-    /// klp_patches that has one (kernel/livepatch/state.c).
+    /// klp_features shows it.
     fn saw_prev(&mut self, index: usize, id: u64, name: &str, callback: Callback) {
         let observer = self.patches[index].module.clone();
-        let prev = self.patches[..index]
-            .iter()
-            .rev()
-            .find(|p| self.def(&p.module).feature(id).is_some())
+        let prev = self
+            .prev_state(index, id)
             .map_or("none".to_string(), |p| p.module.clone());
         self.feature_entry(id, name).prev[callback.index()] =
             Some(format!("{observer} saw {prev}"));
     }
 
-    /// klp_get_prev_state(): the state of the topmost patch below `index`
-    /// that carries `id` (Some), with its data (None when freed).
-    pub(super) fn previous_data(&self, index: usize, id: u64) -> Option<Option<u64>> {
+    /// klp_get_prev_state() (kernel/livepatch/state.c): the patch whose
+    /// state it gives, the last before `index` in klp_patches that carries
+    /// `id` (every listed patch has an entry in `data` for each of its ids).
+    fn prev_state(&self, index: usize, id: u64) -> Option<&Patch> {
         self.patches[..index]
             .iter()
             .rev()
-            .find_map(|p| p.data.get(&id).copied())
+            .find(|p| p.data.contains_key(&id))
     }
 
     pub(super) fn feature_entry(&mut self, id: u64, name: &str) -> &mut Feature {
