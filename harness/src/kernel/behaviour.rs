@@ -26,8 +26,11 @@ pub struct Behaviour {
     pub commits: &'static [&'static str],
     pub title: Option<&'static str>,
     /// The first upstream release with the change; None for a bug no
-    /// release has fixed yet.
+    /// release has fixed yet, or for a change only a series has.
     pub since: Option<&'static str>,
+    /// The unmerged series that brings the change, as its cover letter
+    /// names it: only variant kernels carrying it have the row.
+    pub proposed: Option<&'static str>,
     /// A later change that took it away again.
     pub until: Option<Removal>,
     /// A livepatch sysfs attribute the change added.
@@ -87,6 +90,10 @@ pub struct Detect {
 /// module_64.c).
 const X86_ONLY: &[&str] = &["x86"];
 
+/// The row of the unmerged replace set series: fixtures, scenarios and
+/// the model ask for it by this name.
+pub const REPLACE_SET: &str = "replace-set";
+
 /// Every behaviour the harness knows, oldest first. Read from the
 /// kernel/livepatch, include/linux, kernel/sched and arch/x86 sources of
 /// 5.10.262, 6.1.192, 6.12.117 and 7.2.13; the commits and releases from
@@ -99,6 +106,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &[],
         title: None,
         since: Some("4.0"),
+        proposed: None,
         until: None,
         sysfs: Some("enabled"),
         detect: None,
@@ -112,6 +120,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &[],
         title: None,
         since: Some("4.12"),
+        proposed: None,
         until: None,
         sysfs: Some("transition"),
         detect: None,
@@ -125,6 +134,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &[],
         title: None,
         since: Some("4.15"),
+        proposed: None,
         until: None,
         sysfs: Some("force"),
         detect: None,
@@ -139,6 +149,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &["5de62ea84abd"],
         title: Some("sched,livepatch: Use wake_up_if_idle()"),
         since: Some("5.16"),
+        proposed: None,
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -156,6 +167,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &["5ef3dd20555e"],
         title: Some("livepatch: Fix kobject refcount bug on klp_init_patch_early failure path"),
         since: Some("5.17"),
+        proposed: None,
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -174,6 +186,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &["2957308343fa"],
         title: Some("livepatch: Don't block removal of patches that are safe to unload"),
         since: Some("5.18"),
+        proposed: None,
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -190,6 +203,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &["bb26cfd9e77e"],
         title: Some("livepatch: add sysfs entry \"patched\" for each klp_object"),
         since: Some("6.1"),
+        proposed: None,
         until: None,
         sysfs: Some("patched"),
         detect: Some(Detect {
@@ -207,6 +221,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &["b8a94bfb3395"],
         title: Some("kallsyms: increase maximum kernel symbol length to 512"),
         since: Some("6.1"),
+        proposed: None,
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -224,6 +239,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &["0c05e7bd2d01", "bbb93362a445"],
         title: Some("livepatch,x86: Clear relocation targets on a module removal"),
         since: Some("6.3"),
+        proposed: None,
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -241,6 +257,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &["e3ff7c609f39", "383439d3d400", "e92606fa172f"],
         title: Some("livepatch,sched: Add livepatch task switching to cond_resched()"),
         since: Some("6.4"),
+        proposed: None,
         until: Some(Removal {
             release: "6.16",
             commit: "676e8cf70cb0",
@@ -261,6 +278,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &["adb68ed26a3e"],
         title: Some("livepatch: Add \"replace\" sysfs attribute"),
         since: Some("6.11"),
+        proposed: None,
         until: None,
         sysfs: Some("replace"),
         detect: Some(Detect {
@@ -277,6 +295,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &["3dae09de4061"],
         title: Some("livepatch: Add stack_order sysfs attribute"),
         since: Some("6.14"),
+        proposed: None,
         until: None,
         sysfs: Some("stack_order"),
         detect: Some(Detect {
@@ -297,6 +316,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &[],
         title: None,
         since: None,
+        proposed: None,
         until: None,
         sysfs: None,
         detect: None,
@@ -315,6 +335,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &[],
         title: None,
         since: None,
+        proposed: None,
         until: None,
         sysfs: None,
         detect: None,
@@ -329,6 +350,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         commits: &["676e8cf70cb0"],
         title: Some("sched,livepatch: Untangle cond_resched() and live-patching"),
         since: Some("6.16"),
+        proposed: None,
         until: None,
         sysfs: None,
         detect: Some(Detect {
@@ -336,6 +358,26 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "TASK_FREEZABLE",
         }),
         modelled: Modelled::No,
+        shows_on: None,
+    },
+    Behaviour {
+        id: REPLACE_SET,
+        before: "klp_patch.replace: a cumulative patch (true) replaces every installed patch, \
+                 a non-cumulative one (false) stacks on them",
+        after: "klp_patch.replace_set: every patch replaces the installed patches of its set \
+                and no other; patches of other sets stay, and may not patch the same function \
+                or carry the same state id",
+        commits: &[],
+        title: Some("livepatch: Support scoped atomic replace using replace_set"),
+        since: None,
+        proposed: Some("livepatch: Introduce replace set support (v2, 2026-05-29)"),
+        until: None,
+        sysfs: Some("replace_set"),
+        detect: Some(Detect {
+            file: "include/linux/livepatch.h",
+            with: "unsigned int replace_set;",
+        }),
+        modelled: Modelled::Yes,
         shows_on: None,
     },
 ];
@@ -474,6 +516,50 @@ impl Profile {
         self
     }
 
+    /// The same kernel with a patch series applied, as far as its diffs
+    /// tell before any tree is built: a row whose text a patch adds to its
+    /// file is present, one whose text it removes is absent.
+    pub fn with_series<'a>(mut self, diffs: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut added: BTreeMap<String, String> = BTreeMap::new();
+        let mut removed: BTreeMap<String, String> = BTreeMap::new();
+        for diff in diffs {
+            let mut file = String::new();
+            for line in diff.lines() {
+                if let Some(path) = line.strip_prefix("+++ b/") {
+                    file = path.trim().to_string();
+                } else if line.starts_with("--- ") {
+                } else if let Some(text) = line.strip_prefix('+') {
+                    added.entry(file.clone()).or_default().push_str(text);
+                    added.entry(file.clone()).or_default().push('\n');
+                } else if let Some(text) = line.strip_prefix('-') {
+                    removed.entry(file.clone()).or_default().push_str(text);
+                    removed.entry(file.clone()).or_default().push('\n');
+                }
+            }
+        }
+        for behaviour in BEHAVIOURS {
+            let Some(detect) = &behaviour.detect else {
+                continue;
+            };
+            let with = squeeze(detect.with);
+            let in_text = |texts: &BTreeMap<String, String>| {
+                texts
+                    .get(detect.file)
+                    .is_some_and(|text| squeeze(text).contains(&with))
+            };
+            let decision = if in_text(&added) {
+                true
+            } else if in_text(&removed) {
+                false
+            } else {
+                continue;
+            };
+            self.decided
+                .insert(behaviour.id, (decision, Basis::Source(detect.file)));
+        }
+        self
+    }
+
     /// The livepatch sysfs attributes the kernel has.
     pub fn attributes(&self) -> Vec<&'static str> {
         BEHAVIOURS
@@ -548,12 +634,17 @@ fn squeeze(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The release that added a sysfs attribute, if it is one.
-pub fn attribute_since(attribute: &str) -> Option<&'static str> {
-    BEHAVIOURS
+/// The release that added a sysfs attribute, or the unmerged series that
+/// adds it. Unknown attributes are a bug of the caller, which checks
+/// them against `attributes()`.
+pub fn attribute_since(attribute: &str) -> Result<&'static str, &'static str> {
+    let behaviour = BEHAVIOURS
         .iter()
         .find(|behaviour| behaviour.sysfs == Some(attribute))
-        .and_then(|behaviour| behaviour.since)
+        .unwrap_or_else(|| panic!("no livepatch sysfs attribute {attribute:?} in BEHAVIOURS"));
+    behaviour
+        .since
+        .ok_or_else(|| behaviour.proposed.unwrap_or("no release"))
 }
 
 /// Every livepatch sysfs attribute the table knows.
@@ -608,6 +699,26 @@ mod tests {
         assert_eq!(arm64.basis(id), Some(&Basis::Architecture("arm64".into())));
         // Changes every architecture shows stay decided by version.
         assert!(!arm64.has("reversed-disable-checks-real-function"));
+    }
+
+    #[test]
+    fn a_series_decides_the_rows_its_diffs_touch() {
+        let series = "--- a/include/linux/livepatch.h\n+++ b/include/linux/livepatch.h\n\
+                      @@ -1 +1 @@\n-\tbool replace;\n+\tunsigned int replace_set;\n\
+                      --- a/kernel/livepatch/core.c\n+++ b/kernel/livepatch/core.c\n\
+                      @@ -1,2 +0,0 @@\n-static ssize_t stack_order_show(struct kobject *kobj,\n\
+                      -\t\t\t\tstruct kobj_attribute *attr, char *buf)\n";
+        let plain = Profile::from_version(&[7, 2]);
+        assert!(!plain.has("replace-set") && plain.has("sysfs-stack-order"));
+        let variant = plain.with_series([series]);
+        assert!(variant.has("replace-set"));
+        assert!(!variant.has("sysfs-stack-order"));
+        assert_eq!(
+            variant.basis("replace-set"),
+            Some(&Basis::Source("include/linux/livepatch.h"))
+        );
+        // Rows the series does not touch keep the version's answer.
+        assert!(variant.has("sysfs-replace"));
     }
 
     #[test]

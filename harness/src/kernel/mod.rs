@@ -240,9 +240,34 @@ impl KernelSpec {
 
     /// What the kernel has, as far as its version hint tells (listing
     /// tests, before anything is fetched or built).
+    /// A kernel with a patch series counts what the series' diffs add or
+    /// remove.
     pub fn profile_hint(&self) -> Option<behaviour::Profile> {
         let version = version::parse_version(&self.version_hint()?).ok()?;
-        Some(behaviour::Profile::from_version(&version).on_arch(&self.arch.record.kernel_arch))
+        let diffs: Vec<String> = self
+            .series_patches()
+            .unwrap_or_default()
+            .iter()
+            .map(|patch| String::from_utf8_lossy(&patch.text).into_owned())
+            .collect();
+        Some(
+            behaviour::Profile::from_version(&version)
+                .with_series(diffs.iter().map(String::as_str))
+                .on_arch(&self.arch.record.kernel_arch),
+        )
+    }
+
+    /// The patches of the definition's series, if it names one that reads.
+    fn series_patches(&self) -> Option<Vec<series::Patch>> {
+        let KernelSource::FromSource { build, .. } = &self.source else {
+            return None;
+        };
+        let dir = self
+            .file
+            .parent()?
+            .join("patches")
+            .join(build.patches.as_ref()?);
+        series::read(&dir).ok()
     }
 
     /// Prebuilt kernels have headers but no source tree.

@@ -23,6 +23,10 @@ pub fn markdown(project: &Project) -> Result<String> {
     out.push('\n');
     for row in behaviour::BEHAVIOURS {
         let commits = match (row.commits, row.title) {
+            (_, Some(title)) if row.proposed.is_some() => format!(
+                "\"{title}\", in the series \"{}\" (not merged)",
+                row.proposed.unwrap_or_default()
+            ),
             ([], _) => format!("({})", row.fixed_in()),
             (commits, Some(title)) => {
                 format!("{} \"{title}\" ({})", commits.join(", "), row.fixed_in())

@@ -33,7 +33,10 @@ pub fn show(kernel: &Kernel) -> Result<String> {
             out,
             "  {has} {:<40} since {:<5} {}",
             behaviour.id,
-            behaviour.since.unwrap_or("-"),
+            behaviour
+                .since
+                .or(behaviour.proposed.map(|_| "series"))
+                .unwrap_or("-"),
             basis.unwrap_or_default()
         )?;
     }
