@@ -16,13 +16,13 @@ use std::path::Path;
 pub fn write_sources(
     project: &Project,
     fixtures: &[Fixture],
-    kernel_source: Option<&Path>,
+    kernel: &crate::kernel::Kernel,
     out: &Path,
 ) -> Result<()> {
     for fixture in fixtures {
         let dir = out.join(&fixture.name);
         std::fs::create_dir_all(&dir)?;
-        for (name, bytes) in fixture::sources(project, fixture, kernel_source)? {
+        for (name, bytes) in fixture::sources(project, fixture, Some(kernel))? {
             let file = dir.join(name);
             std::fs::write(&file, bytes)
                 .with_context(|| format!("cannot write {}", file.display()))?;

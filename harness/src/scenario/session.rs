@@ -145,7 +145,7 @@ fn boot(
     artifacts::write_sources(
         project,
         &scenario.fixtures,
-        prepared.kernel.source.as_deref(),
+        &prepared.kernel,
         &verdict.artifacts.join("fixtures"),
     )?;
     std::fs::write(

@@ -2,6 +2,7 @@
 //! the step, its position, what was expected and what was found.
 
 use super::load::Scenario;
+use crate::fixture::FixtureSource;
 use crate::guest::BootTimes;
 use crate::kernel::behaviour::{self, Basis, Behaviour, Profile};
 use crate::kernel::KernelSpec;
@@ -320,6 +321,14 @@ pub fn applicability(
         return Some("needs the kernel source tree; this kernel is prebuilt".to_string());
     }
     let profile = profile?;
+    let has_replace_set = profile.has(behaviour::REPLACE_SET);
+    for fixture in &scenario.fixtures {
+        if let FixtureSource::Livepatch { spec, .. } = &fixture.source {
+            if let Some(reason) = spec.kernel_refuses(has_replace_set) {
+                return Some(format!("fixture {}: {reason}", fixture.name));
+            }
+        }
+    }
     let version = &profile.version;
     let shown = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(".");
     if let Some(min) = &scenario.requires.min_version {
@@ -334,9 +343,9 @@ pub fn applicability(
         .sysfs
         .iter()
         .find(|a| !present.contains(&a.as_str()))
-        .map(|attribute| {
-            let since = behaviour::attribute_since(attribute).unwrap_or("?");
-            format!("{attribute}: kernel {} < {since}", shown(version))
+        .map(|attribute| match behaviour::attribute_since(attribute) {
+            Ok(since) => format!("{attribute}: kernel {} < {since}", shown(version)),
+            Err(series) => format!("{attribute}: only kernels with the series \"{series}\""),
         })
 }
 
