@@ -34,6 +34,10 @@ impl Model {
                 let replace = self.defs[&patch.module].replace;
                 files.insert(format!("{dir}/replace"), flag(replace));
             }
+            if has("replace_set") {
+                let set = self.defs[&patch.module].replace_set;
+                files.insert(format!("{dir}/replace_set"), set.to_string());
+            }
             if has("stack_order") {
                 files.insert(format!("{dir}/stack_order"), (order + 1).to_string());
             }
@@ -85,13 +89,21 @@ impl Model {
     /// The patch whose copy of `function` a task in the transition's
     /// target state runs (every task but a parked one is in it), if any.
     pub(super) fn live_patch(&self, function: &str) -> Option<&Patch> {
-        for patch in self.patches.iter().rev() {
+        for (index, patch) in self.patches.iter().enumerate().rev() {
             let def = self.def(&patch.module);
             match &self.transition {
                 Some(t) if t.module == patch.module && t.target == Target::Unpatched => continue,
-                // A cumulative patch's nop leads to the original.
-                Some(t) if t.module == patch.module && def.replace => {
-                    return def.patches(function).then_some(patch)
+                // A cumulative patch's nop, for a function of a patch it
+                // replaces, leads to the original.
+                Some(t)
+                    if t.module == patch.module
+                        && !def.patches(function)
+                        && self.patches[..index].iter().any(|below| {
+                            let below = self.def(&below.module);
+                            self.replaces(def, below) && below.patches(function)
+                        }) =>
+                {
+                    return None
                 }
                 _ => {}
             }

@@ -12,6 +12,7 @@ mod callbacks;
 pub mod listing;
 mod modules;
 mod operations;
+mod replace_sets;
 mod shadow;
 mod state;
 mod transitions;
@@ -30,6 +31,8 @@ pub struct PatchDef {
     /// Module name, which is also the patch's name in sysfs.
     pub module: String,
     pub replace: bool,
+    /// Its replace set, on a kernel with the replace set series.
+    pub replace_set: u32,
     pub features: Vec<FeatureDef>,
     pub functions: Vec<&'static str>,
     /// What its replacement functions print before the feature list.
@@ -60,6 +63,7 @@ impl PatchDef {
         PatchDef {
             module: module.to_string(),
             replace: spec.replace,
+            replace_set: spec.replace_set.unwrap_or(0),
             features: spec
                 .features
                 .iter()

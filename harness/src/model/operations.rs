@@ -138,15 +138,22 @@ impl Model {
         Ok(Response::Done)
     }
     /// klp_is_patch_compatible(): every state on every installed patch
-    /// must be carried by a cumulative patch, and every carried state at
-    /// a version no lower than the installed one.
+    /// must be carried by a patch that replaces it, and every carried
+    /// state at a version no lower than the installed one. With replace
+    /// sets, a patch of another set shares no state and no function.
     pub(super) fn compatible(&self, new: &PatchDef) -> bool {
         self.patches.iter().all(|old| {
-            self.def(&old.module)
+            let old_def = self.def(&old.module);
+            if self.shares_state_across_sets(new, old_def)
+                || self.shares_function_across_sets(new, old_def)
+            {
+                return false;
+            }
+            old_def
                 .features
                 .iter()
                 .all(|old_state| match new.feature(old_state.id) {
-                    None => !new.replace,
+                    None => !self.replaces(new, old_def),
                     Some(_)
                         if !new.replace
                             && self.mutation == Some(Mutation::NoncumulativeUnchecked) =>

@@ -14,6 +14,7 @@ fn def(
     PatchDef {
         module: module.into(),
         replace,
+        replace_set: 0,
         features: features
             .iter()
             .map(|&(id, version)| FeatureDef {
@@ -555,4 +556,99 @@ fn callbacks_see_the_nearest_state_below_the_transition_patch() {
     assert_eq!(prev1(&m, "pre_patch"), "noncumul_v2 saw noncumul_v1");
     run(&mut m, Op::Disable("noncumul_v2".into()));
     assert_eq!(prev1(&m, "pre_unpatch"), "noncumul_v2 saw noncumul_v1");
+}
+
+/// The replace set series' kernel: set 0 on vmlinux, set 1 on klp_target.
+fn replace_set_model() -> Model {
+    let in_set = |mut def: PatchDef, set: u32| {
+        def.replace_set = set;
+        def
+    };
+    let defs: Defs = [
+        in_set(def("set0_a", true, &[(20, 1)], &["cmdline_proc_show"]), 0),
+        in_set(def("set0_b", true, &[(20, 2)], &["cmdline_proc_show"]), 0),
+        in_set(
+            def(
+                "set1_target",
+                true,
+                &[(21, 1)],
+                &[STATUS_FUNCTION, BUSY_FUNCTION],
+            ),
+            1,
+        ),
+        in_set(
+            def("set1_cmdline", true, &[(21, 1)], &["cmdline_proc_show"]),
+            1,
+        ),
+        in_set(def("set1_state20", true, &[(20, 1)], &[STATUS_FUNCTION]), 1),
+    ]
+    .into_iter()
+    .map(|d| (d.module.clone(), d))
+    .collect();
+    // The rows as the series' own diffs decide them.
+    let series =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/patches/replace-set-v2");
+    let diffs: Vec<String> = crate::kernel::series::read(&series)
+        .unwrap()
+        .iter()
+        .map(|patch| String::from_utf8_lossy(&patch.text).into_owned())
+        .collect();
+    let profile = Profile::from_version(&[7, 2]).with_series(diffs.iter().map(String::as_str));
+    assert!(profile.has("replace-set"));
+    let mut model = Model::new(defs, &profile);
+    model.step(&Op::Load("klp_target".into()), true).unwrap();
+    model
+}
+
+#[test]
+fn a_patch_replaces_only_its_own_replace_set() {
+    let mut m = replace_set_model();
+    run(&mut m, load("set0_a"));
+    run(&mut m, load("set1_target"));
+    assert_eq!(run(&mut m, load("set0_b")), Response::Done);
+    assert_eq!(m.stack(), ["set1_target", "set0_b"]);
+    let files = m.predicted_files();
+    assert_eq!(files["/sys/kernel/livepatch/set1_target/replace_set"], "1");
+    assert_eq!(files["/sys/kernel/livepatch/set0_b/replace_set"], "0");
+    assert!(!files.contains_key("/sys/kernel/livepatch/set0_b/replace"));
+    assert!(!files.contains_key("/sys/kernel/livepatch/set0_b/stack_order"));
+    assert_eq!(files["/sys/kernel/klp_target/status"], "set1_target f21=v1");
+    // Without the series set1_target would replace set0_a, whose feature
+    // it lacks: refused (R2).
+    let mut upstream = Model::new(m.defs().clone(), &Profile::from_version(&[7, 2]));
+    run(&mut upstream, load("klp_target"));
+    run(&mut upstream, load("set0_a"));
+    assert_eq!(
+        run(&mut upstream, load("set1_target")),
+        Response::Refused("EINVAL")
+    );
+}
+
+#[test]
+fn replace_sets_share_no_function_and_no_state() {
+    let mut m = replace_set_model();
+    run(&mut m, load("set0_a"));
+    for other_set in ["set1_cmdline", "set1_state20"] {
+        assert_eq!(run(&mut m, load(other_set)), Response::Refused("EINVAL"));
+    }
+    assert_eq!(m.stack(), ["set0_a"]);
+}
+
+#[test]
+fn forcing_a_load_pins_only_the_patches_of_its_set() {
+    let mut m = replace_set_model();
+    run(&mut m, load("set0_a"));
+    run(&mut m, Op::Park);
+    let outcome = m.step(&load("set1_target"), false).unwrap().outcome;
+    assert_eq!(outcome, Response::Done);
+    assert_eq!(
+        run(&mut m, Op::Wait("set1_target".into())),
+        Response::StillRunning
+    );
+    run(&mut m, Op::Force("set1_target".into()));
+    run(&mut m, Op::Wait("set1_target".into()));
+    for module in ["set0_a", "set1_target"] {
+        run(&mut m, Op::Disable(module.into()));
+        assert_eq!(run(&mut m, Op::Unload(module.into())), Response::Done);
+    }
 }

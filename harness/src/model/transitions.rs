@@ -34,10 +34,10 @@ impl Model {
             // patch has a nop for every function a patch below replaced.
             Target::Patched => {
                 let touches = def.patches(BUSY_FUNCTION)
-                    || def.replace
-                        && self.patches[..index]
-                            .iter()
-                            .any(|p| self.def(&p.module).patches(BUSY_FUNCTION));
+                    || self.patches[..index].iter().any(|p| {
+                        let below = self.def(&p.module);
+                        self.replaces(def, below) && below.patches(BUSY_FUNCTION)
+                    });
                 touches && parked == self.busy_copy_below(index)
             }
             // The patch's own copy must not be on the stack.
@@ -124,15 +124,21 @@ impl Model {
         t.held_by_park = false;
         t.held_by_spinner = false;
         let target = t.target;
-        let replace = self.def(module).replace;
+        let def = self.def(module);
+        let leaving: Vec<bool> = self
+            .patches
+            .iter()
+            .map(|patch| {
+                if patch.module == module {
+                    target == Target::Unpatched
+                } else {
+                    target == Target::Patched && self.replaces(def, self.def(&patch.module))
+                }
+            })
+            .collect();
         // Before 2957308343fa (5.18) every installed patch was marked.
         let only_leaving = self.profile.has(FORCE_PINS_ONLY_LEAVING);
-        for patch in &mut self.patches {
-            let leaving = if patch.module == module {
-                target == Target::Unpatched
-            } else {
-                target == Target::Patched && replace
-            };
+        for (patch, leaving) in self.patches.iter_mut().zip(leaving) {
             patch.forced |= leaving || !only_leaving;
         }
         Response::Done
@@ -173,12 +179,22 @@ impl Model {
         match t.target {
             Target::Patched => {
                 self.post_patch(index)?;
-                if self.def(&t.module).replace {
-                    // Replaced: the patches before it in the list, without
-                    // their callbacks (klp_unpatch_replaced_patches()).
-                    let replaced: Vec<Patch> = self.patches.drain(..index).collect();
-                    replaced.into_iter().for_each(|p| self.free_patch(p));
+                // Replaced: the patches before it in the list (of its set),
+                // without their callbacks (klp_unpatch_replaced_patches()).
+                let new = self.def(&t.module);
+                let is_replaced: Vec<bool> = self.patches[..index]
+                    .iter()
+                    .map(|p| self.replaces(new, self.def(&p.module)))
+                    .collect();
+                let below: Vec<Patch> = self.patches.drain(..index).collect();
+                let mut kept = Vec::new();
+                for (patch, replaced) in below.into_iter().zip(is_replaced) {
+                    match replaced {
+                        true => self.free_patch(patch),
+                        false => kept.push(patch),
+                    }
                 }
+                self.patches.splice(0..0, kept);
             }
             Target::Unpatched => {
                 self.post_unpatch(index)?;

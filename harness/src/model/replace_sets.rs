@@ -1,0 +1,44 @@
+//! Replace sets, on a kernel with the unmerged replace set series
+//! (kernel::behaviour `replace-set`): which installed patches a new patch
+//! replaces, and what it may not share with the patches of other sets.
+//! Read from kernel/livepatch/{core,state,transition}.c of
+//! `src-7.2-replace-set`. Without the series every cumulative patch
+//! replaces every installed patch, and nothing is shared out.
+
+use super::state::Model;
+use super::PatchDef;
+use crate::kernel::behaviour::REPLACE_SET;
+
+impl Model {
+    /// Whether `new`, once its transition completes, replaces `old`:
+    /// klp_unpatch_replaced_patches() and klp_add_nops() skip the
+    /// patches of other sets.
+    pub(super) fn replaces(&self, new: &PatchDef, old: &PatchDef) -> bool {
+        if self.profile.has(REPLACE_SET) {
+            new.replace_set == old.replace_set
+        } else {
+            new.replace
+        }
+    }
+
+    /// klp_is_patch_compatible() with the series: a patch of another set
+    /// may not carry one of `new`'s state ids ...
+    pub(super) fn shares_state_across_sets(&self, new: &PatchDef, old: &PatchDef) -> bool {
+        self.profile.has(REPLACE_SET)
+            && new.replace_set != old.replace_set
+            && old
+                .features
+                .iter()
+                .any(|state| new.feature(state.id).is_some())
+    }
+
+    /// ... nor replace one of its functions. (The nops of a patch in
+    /// transition, which klp_find_func() also finds, are for functions of
+    /// same-set patches still listed until the transition ends: they add
+    /// nothing.)
+    pub(super) fn shares_function_across_sets(&self, new: &PatchDef, old: &PatchDef) -> bool {
+        self.profile.has(REPLACE_SET)
+            && new.replace_set != old.replace_set
+            && new.functions.iter().any(|f| old.patches(f))
+    }
+}
