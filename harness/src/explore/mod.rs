@@ -126,8 +126,10 @@ pub fn explore(
     std::fs::create_dir_all(&fixtures_dir)
         .with_context(|| format!("cannot create {}", fixtures_dir.display()))?;
 
+    let profile = kernel::prepare(spec, cache)?.profile()?;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let fixtures = pool::generate(&mut rng, options.seed, options.pool);
+    let replace_sets = profile.has(crate::kernel::behaviour::REPLACE_SET);
+    let fixtures = pool::generate(&mut rng, options.seed, options.pool, replace_sets);
     for fixture in &fixtures {
         std::fs::write(
             fixtures_dir.join(format!("{}.yaml", fixture.name)),
@@ -137,7 +139,6 @@ pub fn explore(
     let names: Vec<String> = fixtures.iter().map(|f| f.name.clone()).collect();
     let defs: Defs = fixtures.iter().map(|f| (f.name.clone(), f.def())).collect();
 
-    let profile = kernel::prepare(spec, cache)?.profile()?;
     let mut start = Model::new(defs.clone(), &profile).with_mutation(options.mutation);
     start
         .step(&Op::Load(target::MODULE.to_string()), true)
