@@ -509,8 +509,8 @@ mod tests {
 
     #[test]
     fn unknown_rule() {
-        let err = error_of("description: d\nrules: [R2, R17]\nfixtures: []\nsteps: []\n");
-        assert_eq!(err, "s.yaml:2:13: unknown rule \"R17\"; expected R1 to R16");
+        let err = error_of("description: d\nrules: [R2, R18]\nfixtures: []\nsteps: []\n");
+        assert_eq!(err, "s.yaml:2:13: unknown rule \"R18\"; expected R1 to R17");
     }
 
     #[test]
