@@ -527,14 +527,20 @@ impl Profile {
             for line in diff.lines() {
                 if let Some(path) = line.strip_prefix("+++ b/") {
                     file = path.trim().to_string();
-                } else if line.starts_with("--- ") {
-                } else if let Some(text) = line.strip_prefix('+') {
-                    added.entry(file.clone()).or_default().push_str(text);
-                    added.entry(file.clone()).or_default().push('\n');
-                } else if let Some(text) = line.strip_prefix('-') {
-                    removed.entry(file.clone()).or_default().push_str(text);
-                    removed.entry(file.clone()).or_default().push('\n');
+                    continue;
                 }
+                // The old file's name, not a removed line.
+                if line.starts_with("--- ") {
+                    continue;
+                }
+                let (texts, text) = match line.split_at_checked(1) {
+                    Some(("+", text)) => (&mut added, text),
+                    Some(("-", text)) => (&mut removed, text),
+                    _ => continue,
+                };
+                let kept = texts.entry(file.clone()).or_default();
+                kept.push_str(text);
+                kept.push('\n');
             }
         }
         for behaviour in BEHAVIOURS {
