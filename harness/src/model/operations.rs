@@ -144,9 +144,7 @@ impl Model {
     pub(super) fn compatible(&self, new: &PatchDef) -> bool {
         self.patches.iter().all(|old| {
             let old_def = self.def(&old.module);
-            if self.shares_state_across_sets(new, old_def)
-                || self.shares_function_across_sets(new, old_def)
-            {
+            if self.shares_with_another_set(new, old_def) {
                 return false;
             }
             old_def

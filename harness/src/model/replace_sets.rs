@@ -22,23 +22,14 @@ impl Model {
     }
 
     /// klp_is_patch_compatible() with the series: a patch of another set
-    /// may not carry one of `new`'s state ids ...
-    pub(super) fn shares_state_across_sets(&self, new: &PatchDef, old: &PatchDef) -> bool {
+    /// may carry none of `new`'s state ids and replace none of its
+    /// functions. (The nops of a patch in transition, which
+    /// klp_find_func() also finds, are for functions of same-set patches
+    /// still listed until the transition ends: they add nothing.)
+    pub(super) fn shares_with_another_set(&self, new: &PatchDef, old: &PatchDef) -> bool {
         self.profile.has(REPLACE_SET)
             && new.replace_set != old.replace_set
-            && old
-                .features
-                .iter()
-                .any(|state| new.feature(state.id).is_some())
-    }
-
-    /// ... nor replace one of its functions. (The nops of a patch in
-    /// transition, which klp_find_func() also finds, are for functions of
-    /// same-set patches still listed until the transition ends: they add
-    /// nothing.)
-    pub(super) fn shares_function_across_sets(&self, new: &PatchDef, old: &PatchDef) -> bool {
-        self.profile.has(REPLACE_SET)
-            && new.replace_set != old.replace_set
-            && new.functions.iter().any(|f| old.patches(f))
+            && (old.features.iter().any(|s| new.feature(s.id).is_some())
+                || new.functions.iter().any(|f| old.patches(f)))
     }
 }
