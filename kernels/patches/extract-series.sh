@@ -2,7 +2,7 @@
 # Write one patch series, as posted to a mailing list, as a folder of
 # .patch files that a kernel definition's `build: {patches: NAME}` takes.
 #
-# usage: extract-series.sh ARCHIVE_GIT COVER_MESSAGE_ID OUT_DIR [--leave-out PATH]...
+# usage: extract-series.sh ARCHIVE_GIT COVER_MESSAGE_ID OUT_DIR [--leave-out [K:]PATH]...
 #
 # ARCHIVE_GIT is a git mirror of a list archive that keeps one message
 # per commit in the file `m` (the linux-mailinglist-archives repositories
@@ -11,13 +11,14 @@
 # k from 1 to n; a missing or doubled k is an error.
 #
 # --leave-out PATH drops PATH's part from every message, for a series that
-# needs porting there: a separate port patch in OUT_DIR redoes it. OUT_DIR/
+# needs porting there: a separate port patch in OUT_DIR redoes it.
+# --leave-out K:PATH drops it from patch K only. OUT_DIR/
 # SOURCES names every message taken, its archive commit, and what was left
 # out, so anyone can check the folder against the archive.
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 ARCHIVE_GIT COVER_MESSAGE_ID OUT_DIR [--leave-out PATH]..." >&2
+	echo "usage: $0 ARCHIVE_GIT COVER_MESSAGE_ID OUT_DIR [--leave-out [K:]PATH]..." >&2
 	exit 2
 }
 [[ $# -ge 3 ]] || usage
@@ -94,7 +95,13 @@ sources="$out/SOURCES"
 	echo "# Extracted by kernels/patches/extract-series.sh from the list archive"
 	echo "# archive: $archive_name"
 	echo "# cover letter: <$cover>"
-	[[ ${#leave_out[@]} -eq 0 ]] || echo "# left out of every message, redone by the port patch: ${leave_out[*]}"
+	for path in "${leave_out[@]}"; do
+		if [[ $path =~ ^([0-9]+):(.*)$ ]]; then
+			echo "# left out of patch ${BASH_REMATCH[1]}, redone by a port patch: ${BASH_REMATCH[2]}"
+		else
+			echo "# left out of every message, redone by a port patch: $path"
+		fi
+	done
 	echo "# file  archive-commit  message-id  subject"
 } >"$sources"
 for ((k = 1; k <= total; k++)); do
@@ -103,12 +110,20 @@ for ((k = 1; k <= total; k++)); do
 	subject=$(header Subject <<<"$message")
 	slug=$(sed -E 's/^\[[^]]*\] *//; s/[^A-Za-z0-9]+/-/g; s/^-|-$//g' <<<"$subject" | cut -c1-52)
 	file=$(printf '%04d-%s.patch' "$k" "$slug")
+	here=()
+	for path in "${leave_out[@]}"; do
+		if [[ $path =~ ^([0-9]+):(.*)$ ]]; then
+			[[ $((10#${BASH_REMATCH[1]})) -ne $k ]] || here+=("${BASH_REMATCH[2]}")
+		else
+			here+=("$path")
+		fi
+	done
 	{
 		echo "From $commit Mon Sep 17 00:00:00 2001"
-		if [[ ${#leave_out[@]} -eq 0 ]]; then
+		if [[ ${#here[@]} -eq 0 ]]; then
 			git --git-dir="$archive" show "$commit:m"
 		else
-			git --git-dir="$archive" show "$commit:m" | without_files "${leave_out[@]}"
+			git --git-dir="$archive" show "$commit:m" | without_files "${here[@]}"
 		fi
 	} >"$out/$file"
 	echo "$file  $commit  $(header Message-ID <<<"$message")  $subject" >>"$sources"
