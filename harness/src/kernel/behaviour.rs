@@ -94,6 +94,13 @@ const X86_ONLY: &[&str] = &["x86"];
 /// the model ask for it by this name.
 pub const REPLACE_SET: &str = "replace-set";
 
+/// The rows of the unmerged states series ("livepatch: Better integrate
+/// callbacks and shadow variables with the states API"): it adds the
+/// first and takes the other two away.
+pub const STATE_CALLBACKS: &str = "state-callbacks";
+pub const STATE_VERSION: &str = "state-version";
+pub const OBJECT_CALLBACKS: &str = "object-callbacks";
+
 /// Every behaviour the harness knows, oldest first. Read from the
 /// kernel/livepatch, include/linux, kernel/sched and arch/x86 sources of
 /// 5.10.262, 6.1.192, 6.12.117 and 7.2.13; the commits and releases from
@@ -138,6 +145,42 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         until: None,
         sysfs: Some("force"),
         detect: None,
+        modelled: Modelled::Yes,
+        shows_on: None,
+    },
+    Behaviour {
+        id: OBJECT_CALLBACKS,
+        before: "no callbacks",
+        after: "klp_object.callbacks: pre/post (un)patch callbacks per object, run for every \
+                patch that is enabled or disabled",
+        commits: &[],
+        title: Some("livepatch: add (un)patch callbacks"),
+        since: Some("4.15"),
+        proposed: None,
+        until: None,
+        sysfs: None,
+        detect: Some(Detect {
+            file: "include/linux/livepatch.h",
+            with: "struct klp_callbacks callbacks;",
+        }),
+        modelled: Modelled::Yes,
+        shows_on: None,
+    },
+    Behaviour {
+        id: STATE_VERSION,
+        before: "no klp_state",
+        after: "klp_state {id, version, data}: a cumulative patch must carry every installed \
+                state at a version no lower (klp_is_patch_compatible())",
+        commits: &[],
+        title: Some("livepatch: Allow to distinguish different version of system state changes"),
+        since: Some("5.5"),
+        proposed: None,
+        until: None,
+        sysfs: None,
+        detect: Some(Detect {
+            file: "include/linux/livepatch.h",
+            with: "unsigned int version;",
+        }),
         modelled: Modelled::Yes,
         shows_on: None,
     },
@@ -378,6 +421,48 @@ pub const BEHAVIOURS: &[Behaviour] = &[
             with: "unsigned int replace_set;",
         }),
         modelled: Modelled::Yes,
+        shows_on: None,
+    },
+    Behaviour {
+        id: STATE_CALLBACKS,
+        before: "(see object-callbacks and state-version)",
+        after: "klp_state {id, callbacks, block_disable, is_shadow}: a state's callbacks run \
+                only when no other installed patch has the state (pre/post_patch when it \
+                comes, pre/post_unpatch when it goes, with its shadow variables freed if \
+                is_shadow); a patch with a block_disable state cannot be disabled, and a \
+                replacing patch must carry it",
+        commits: &[],
+        title: Some("livepatch: Add callbacks for introducing and removing states"),
+        since: None,
+        proposed: Some(
+            "livepatch: Better integrate callbacks and shadow variables with the states API \
+             (v1, 2025-01-15)",
+        ),
+        until: None,
+        sysfs: None,
+        detect: Some(Detect {
+            file: "include/linux/livepatch.h",
+            with: "struct klp_state_callbacks {",
+        }),
+        modelled: Modelled::Yes,
+        shows_on: None,
+    },
+    Behaviour {
+        id: "shared-state-removed-once",
+        before: "(with the states series) one atomic replace that removes two patches sharing \
+                 a state runs none of the state's unpatch callbacks and frees none of its \
+                 shadow variables: for each replaced patch, is_state_in_other_patches() \
+                 finds the state in the other, still listed",
+        after: "the state's pre_unpatch and post_unpatch run once, and its shadow \
+                variables are freed once",
+        commits: &[],
+        title: None,
+        since: None,
+        proposed: None,
+        until: None,
+        sysfs: None,
+        detect: None,
+        modelled: Modelled::No,
         shows_on: None,
     },
 ];
