@@ -128,8 +128,8 @@ pub fn explore(
 
     let profile = kernel::prepare(spec, cache)?.profile()?;
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let replace_sets = profile.has(crate::kernel::behaviour::REPLACE_SET);
-    let fixtures = pool::generate(&mut rng, options.seed, options.pool, replace_sets);
+    let api = crate::fixture::spec::KernelApi::of(&profile);
+    let fixtures = pool::generate(&mut rng, options.seed, options.pool, api);
     for fixture in &fixtures {
         std::fs::write(
             fixtures_dir.join(format!("{}.yaml", fixture.name)),

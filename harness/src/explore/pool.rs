@@ -2,7 +2,7 @@
 //! cumulative and not, with functions that several patches replace.
 
 use crate::fixture::shadow::{Callback, ShadowCall, ShadowOp, ShadowVars};
-use crate::fixture::spec::{Feature, LivepatchSpec};
+use crate::fixture::spec::{Feature, KernelApi, LivepatchSpec, StateSpec};
 use crate::model::{replaceable_functions, PatchDef, BUSY_FUNCTION};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -14,6 +14,10 @@ const FEATURE_IDS: &[u64] = &[1, 2, 3];
 const MAX_VERSION: u32 = 3;
 /// How many of the pool's patches use shadow variables.
 const SHADOW_RATE: f64 = 0.7;
+/// On a kernel with the states series: how many states block disable,
+/// and how many tie a shadow variable to the state.
+const BLOCK_DISABLE_RATE: f64 = 0.3;
+const IS_SHADOW_RATE: f64 = 0.5;
 /// Objects and ids they draw from: few, so that patches meet each
 /// other's variables.
 const SHADOW_OBJECTS: u8 = 2;
@@ -31,13 +35,11 @@ pub struct PoolFixture {
 ///
 /// On a kernel with replace sets (`replace_sets`) every patch replaces;
 /// the ones drawn non-cumulative go to set 1, the others to set 0, so a
-/// seed draws the same features and functions on every kernel.
-pub fn generate(
-    rng: &mut impl Rng,
-    seed: u64,
-    size: usize,
-    replace_sets: bool,
-) -> Vec<PoolFixture> {
+/// seed draws the same features and functions on every kernel. On a
+/// kernel with the states series the drawn features become states (no
+/// version), with callbacks, some blocking disable, some with shadow
+/// variables, and the patches run no shadow operations of their own.
+pub fn generate(rng: &mut impl Rng, seed: u64, size: usize, api: KernelApi) -> Vec<PoolFixture> {
     // Shadow variables come from a stream of their own: a seed's features
     // and functions, and so its sequences, stay what they were before
     // the pool had them.
@@ -49,14 +51,14 @@ pub fn generate(
                 1 => false,
                 _ => rng.random_bool(0.5),
             };
-            let (replace, replace_set) = match replace_sets {
+            let (replace, replace_set) = match api.replace_set {
                 true => (true, Some(u32::from(!drawn_cumulative))),
                 false => (drawn_cumulative, None),
             };
             let count = rng.random_range(0..=2);
             let mut ids: Vec<u64> = FEATURE_IDS.choose_multiple(rng, count).copied().collect();
             ids.sort();
-            let features = ids
+            let features: Vec<Feature> = ids
                 .into_iter()
                 .map(|id| Feature {
                     id,
@@ -75,6 +77,14 @@ pub fn generate(
             if functions.is_empty() {
                 functions.push(BUSY_FUNCTION.to_string());
             }
+            let (features, states, shadow_vars) = match api.states {
+                true => (
+                    vec![],
+                    Some(states(&features, &mut shadow_rng)),
+                    ShadowVars::default(),
+                ),
+                false => (features, None, shadow_vars(&mut shadow_rng)),
+            };
             PoolFixture {
                 name: format!("klp_s{seed}_{}", (b'a' + index as u8) as char),
                 spec: LivepatchSpec {
@@ -85,9 +95,27 @@ pub fn generate(
                     reports: None,
                     klp_relocs: false,
                     sympos: None,
-                    shadow_vars: shadow_vars(&mut shadow_rng),
+                    shadow_vars,
                     replace_set,
+                    states,
                 },
+            }
+        })
+        .collect()
+}
+
+/// The states series' states for the drawn features' ids.
+fn states(features: &[Feature], rng: &mut impl Rng) -> Vec<StateSpec> {
+    features
+        .iter()
+        .map(|f| {
+            let is_shadow = rng.random_bool(IS_SHADOW_RATE);
+            StateSpec {
+                id: f.id,
+                callbacks: true,
+                pre_patch_error: None,
+                block_disable: rng.random_bool(BLOCK_DISABLE_RATE),
+                is_shadow,
             }
         })
         .collect()
@@ -140,7 +168,18 @@ impl PoolFixture {
         if !self.spec.shadow_vars.is_empty() {
             text.push_str(&self.spec.shadow_vars.yaml(2));
         }
-        if self.spec.features.is_empty() {
+        if self.spec.states.as_ref().is_some_and(Vec::is_empty) {
+            text.push_str("  states: []\n");
+        } else if let Some(states) = &self.spec.states {
+            text.push_str("  states:\n");
+            for state in states {
+                let _ = writeln!(
+                    text,
+                    "    - {{id: {}, callbacks: {}, block_disable: {}, is_shadow: {}}}",
+                    state.id, state.callbacks, state.block_disable, state.is_shadow
+                );
+            }
+        } else if self.spec.features.is_empty() {
             text.push_str("  features: []\n");
         } else {
             text.push_str("  features:\n");
@@ -158,11 +197,17 @@ impl PoolFixture {
             (true, None) => "cumulative".to_string(),
             (false, None) => "non-cumulative".to_string(),
         };
+        let states = self.spec.states().iter().map(|s| {
+            let block = if s.block_disable { ",block" } else { "" };
+            let shadow = if s.is_shadow { ",shadow" } else { "" };
+            format!("s{}{block}{shadow}", s.id)
+        });
         let features: Vec<String> = self
             .spec
             .features
             .iter()
             .map(|f| format!("f{}=v{}", f.id, f.version))
+            .chain(states)
             .collect();
         let vars = &self.spec.shadow_vars;
         let shadow: Vec<String> = Callback::ALL
@@ -197,9 +242,18 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
+    const PLAIN: KernelApi = KernelApi {
+        replace_set: false,
+        states: false,
+    };
+    const SETS: KernelApi = KernelApi {
+        replace_set: true,
+        states: false,
+    };
+
     #[test]
     fn pools_are_reproducible_and_parse_back() {
-        let pool = |seed| generate(&mut ChaCha8Rng::seed_from_u64(seed), seed, 6, false);
+        let pool = |seed| generate(&mut ChaCha8Rng::seed_from_u64(seed), seed, 6, PLAIN);
         let first: Vec<String> = pool(7).iter().map(|f| f.yaml(7)).collect();
         let again: Vec<String> = pool(7).iter().map(|f| f.yaml(7)).collect();
         assert_eq!(first, again);
@@ -218,8 +272,8 @@ mod tests {
 
     #[test]
     fn with_replace_sets_the_drawn_kind_picks_the_set() {
-        let plain = generate(&mut ChaCha8Rng::seed_from_u64(3), 3, 6, false);
-        let sets = generate(&mut ChaCha8Rng::seed_from_u64(3), 3, 6, true);
+        let plain = generate(&mut ChaCha8Rng::seed_from_u64(3), 3, 6, PLAIN);
+        let sets = generate(&mut ChaCha8Rng::seed_from_u64(3), 3, 6, SETS);
         for (plain, in_set) in plain.iter().zip(&sets) {
             assert!(in_set.spec.replace);
             assert_eq!(
@@ -234,5 +288,31 @@ mod tests {
             assert_eq!(parsed.livepatch.replace_set, in_set.spec.replace_set);
         }
         assert!(sets[1].summary().contains("set 1"));
+    }
+
+    #[test]
+    fn with_the_states_series_features_become_states() {
+        let states = KernelApi {
+            replace_set: false,
+            states: true,
+        };
+        let plain = generate(&mut ChaCha8Rng::seed_from_u64(5), 5, 8, PLAIN);
+        let pool = generate(&mut ChaCha8Rng::seed_from_u64(5), 5, 8, states);
+        for (plain, fixture) in plain.iter().zip(&pool) {
+            assert!(fixture.spec.features.is_empty() && fixture.spec.shadow_vars.is_empty());
+            let ids: Vec<u64> = fixture.spec.states().iter().map(|s| s.id).collect();
+            let drawn: Vec<u64> = plain.spec.features.iter().map(|f| f.id).collect();
+            assert_eq!(ids, drawn);
+            assert_eq!(fixture.spec.functions, plain.spec.functions);
+            let text = fixture.yaml(5);
+            let parsed: crate::fixture::spec::FixtureFile =
+                crate::yaml::parse_str(std::path::Path::new("x.yaml"), &text).unwrap();
+            assert_eq!(
+                PatchDef::from_spec(&fixture.name, &parsed.livepatch),
+                fixture.def()
+            );
+        }
+        let all: Vec<&StateSpec> = pool.iter().flat_map(|f| f.spec.states()).collect();
+        assert!(all.iter().any(|s| s.block_disable) && all.iter().any(|s| s.is_shadow));
     }
 }

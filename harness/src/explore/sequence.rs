@@ -417,7 +417,7 @@ mod tests {
 
     fn start(seed: u64) -> (Model, Vec<String>) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let fixtures = pool::generate(&mut rng, seed, 6, false);
+        let fixtures = pool::generate(&mut rng, seed, 6, Default::default());
         let defs = fixtures.iter().map(|f| (f.name.clone(), f.def())).collect();
         let mut model = Model::new(
             defs,
@@ -441,7 +441,7 @@ mod tests {
         let mut compared = 0;
         for seed in 0..40 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let fixtures = pool::generate(&mut rng, seed, 6, false);
+            let fixtures = pool::generate(&mut rng, seed, 6, Default::default());
             for fixture in &fixtures {
                 let file = fixtures_dir.join(format!("{}.yaml", fixture.name));
                 std::fs::write(file, fixture.yaml(seed)).unwrap();
@@ -514,7 +514,7 @@ mod tests {
             let local = dir.path().join(format!("s{seed}"));
             std::fs::create_dir_all(local.join("fixtures")).unwrap();
             let mut prng = ChaCha8Rng::seed_from_u64(seed);
-            for f in pool::generate(&mut prng, seed, 6, false) {
+            for f in pool::generate(&mut prng, seed, 6, Default::default()) {
                 std::fs::write(
                     local.join("fixtures").join(format!("{}.yaml", f.name)),
                     f.yaml(seed),

@@ -321,10 +321,10 @@ pub fn applicability(
         return Some("needs the kernel source tree; this kernel is prebuilt".to_string());
     }
     let profile = profile?;
-    let has_replace_set = profile.has(behaviour::REPLACE_SET);
+    let api = crate::fixture::spec::KernelApi::of(profile);
     for fixture in &scenario.fixtures {
         if let FixtureSource::Livepatch { spec, .. } = &fixture.source {
-            if let Some(reason) = spec.kernel_refuses(has_replace_set) {
+            if let Some(reason) = spec.kernel_refuses(api) {
                 return Some(format!("fixture {}: {reason}", fixture.name));
             }
         }
