@@ -47,6 +47,16 @@ pub struct PatchDef {
     pub missing_symbol: bool,
     /// The shadow variable operations its callbacks run.
     pub shadow_vars: ShadowVars,
+    /// Its states, on a kernel with the states series.
+    pub states: Vec<StateDef>,
+}
+
+/// A state of the states series, as far as the model follows it: which
+/// replacements and disables it blocks (kernel/livepatch/state.c there).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateDef {
+    pub id: u64,
+    pub block_disable: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -77,11 +87,25 @@ impl PatchDef {
                 .collect(),
             functions: spec.functions().into_iter().map(|f| f.name).collect(),
             reports: spec.reports.clone().unwrap_or_else(|| module.to_string()),
-            pre_patch_error: spec.callbacks.pre_patch_error.clone(),
+            // A state's failing pre_patch refuses the load as the vmlinux
+            // callback's does; the states series has no per-object ones.
+            pre_patch_error: spec
+                .callbacks
+                .pre_patch_error
+                .clone()
+                .or_else(|| spec.states().iter().find_map(|s| s.pre_patch_error.clone())),
             target_pre_patch_error_once: spec.callbacks.target_pre_patch_error_once.clone(),
             klp_relocs: spec.klp_relocs,
             missing_symbol: spec.sympos.is_some_and(|sympos| sympos > 1),
             shadow_vars: spec.shadow_vars.clone(),
+            states: spec
+                .states()
+                .iter()
+                .map(|s| StateDef {
+                    id: s.id,
+                    block_disable: s.block_disable,
+                })
+                .collect(),
         }
     }
 
@@ -91,6 +115,11 @@ impl PatchDef {
 
     pub fn feature(&self, id: u64) -> Option<&FeatureDef> {
         self.features.iter().find(|f| f.id == id)
+    }
+
+    /// klp_patch_disable_blocked() of the states series.
+    pub fn disable_blocked(&self) -> bool {
+        self.states.iter().any(|s| s.block_disable)
     }
 }
 

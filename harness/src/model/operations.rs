@@ -141,10 +141,20 @@ impl Model {
     /// must be carried by a patch that replaces it, and every carried
     /// state at a version no lower than the installed one. With replace
     /// sets, a patch of another set shares no state and no function.
+    /// With the states series there are no versions: a patch that
+    /// replaces another must carry each of its block_disable states.
     pub(super) fn compatible(&self, new: &PatchDef) -> bool {
         self.patches.iter().all(|old| {
             let old_def = self.def(&old.module);
             if self.shares_with_another_set(new, old_def) {
+                return false;
+            }
+            let drops_blocking_state = old_def.states.iter().any(|old_state| {
+                old_state.block_disable
+                    && !new.states.iter().any(|s| s.id == old_state.id)
+                    && self.replaces(new, old_def)
+            });
+            if drops_blocking_state {
                 return false;
             }
             old_def
@@ -174,6 +184,12 @@ impl Model {
             return Ok(Response::Refused("ENOENT"));
         };
         if self.patches[index].enabled == value {
+            return Ok(Response::Refused("EINVAL"));
+        }
+        // The states series refuses before it looks for a transition to
+        // reverse, so a patch with a block_disable state cannot take back
+        // its own patching transition either.
+        if self.patches[index].enabled && self.def(module).disable_blocked() {
             return Ok(Response::Refused("EINVAL"));
         }
         if self.is_transition(module) {

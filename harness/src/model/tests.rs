@@ -32,6 +32,7 @@ fn def(
         klp_relocs: false,
         missing_symbol: false,
         shadow_vars: Default::default(),
+        states: vec![],
     }
 }
 
@@ -651,4 +652,85 @@ fn forcing_a_load_pins_only_the_patches_of_its_set() {
         run(&mut m, Op::Disable(module.into()));
         assert_eq!(run(&mut m, Op::Unload(module.into())), Response::Done);
     }
+}
+
+/// The profile a series' own diffs give 7.2, as kernel definitions do.
+fn series_profile(folder: &str) -> Profile {
+    let series = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../kernels/patches")
+        .join(folder);
+    let diffs: Vec<String> = crate::kernel::series::read(&series)
+        .unwrap()
+        .iter()
+        .map(|patch| String::from_utf8_lossy(&patch.text).into_owned())
+        .collect();
+    Profile::from_version(&[7, 2]).with_series(diffs.iter().map(String::as_str))
+}
+
+/// The states series' kernel: state 30 blocks disable, state 31 does not.
+fn states_model() -> Model {
+    let with_states = |mut def: PatchDef, states: &[(u64, bool)]| {
+        def.states = states
+            .iter()
+            .map(|&(id, block_disable)| StateDef { id, block_disable })
+            .collect();
+        def
+    };
+    let defs: Defs = [
+        with_states(def("sticky", true, &[], ALL), &[(30, true)]),
+        with_states(def("keeps_sticky", true, &[], ALL), &[(30, true)]),
+        with_states(def("drops_sticky", true, &[], ALL), &[(31, false)]),
+        with_states(
+            def("stacked", false, &[], &[STATUS_FUNCTION]),
+            &[(31, false)],
+        ),
+        with_states(def("plain", true, &[], ALL), &[(31, false)]),
+    ]
+    .into_iter()
+    .map(|d| (d.module.clone(), d))
+    .collect();
+    let profile = series_profile("states-v1");
+    assert!(profile.has("state-callbacks"));
+    assert!(!profile.has("state-version") && !profile.has("object-callbacks"));
+    let mut model = Model::new(defs, &profile);
+    model.step(&Op::Load("klp_target".into()), true).unwrap();
+    model
+}
+
+#[test]
+fn a_block_disable_state_refuses_disable_and_a_replacement_without_it() {
+    let mut m = states_model();
+    assert_eq!(run(&mut m, load("sticky")), Response::Done);
+    assert_eq!(
+        run(&mut m, Op::Disable("sticky".into())),
+        Response::Refused("EINVAL")
+    );
+    // A non-cumulative patch replaces nothing, so it may lack the state.
+    assert_eq!(run(&mut m, load("stacked")), Response::Done);
+    assert_eq!(
+        run(&mut m, load("drops_sticky")),
+        Response::Refused("EINVAL")
+    );
+    assert_eq!(run(&mut m, load("keeps_sticky")), Response::Done);
+    assert_eq!(m.stack(), ["keeps_sticky"]);
+}
+
+#[test]
+fn a_block_disable_patch_cannot_reverse_its_own_patching() {
+    let mut m = states_model();
+    run(&mut m, Op::Park);
+    let held = m.step(&load("sticky"), false).unwrap();
+    assert_eq!((held.outcome, held.settled), (Response::Done, true));
+    assert_eq!(
+        run(&mut m, Op::Reverse("sticky".into())),
+        Response::Refused("EINVAL")
+    );
+    // A patch without such a state reverses as before.
+    let mut m = states_model();
+    run(&mut m, Op::Park);
+    assert_eq!(
+        m.step(&load("plain"), false).unwrap().outcome,
+        Response::Done
+    );
+    assert_eq!(run(&mut m, Op::Reverse("plain".into())), Response::Done);
 }
