@@ -509,8 +509,8 @@ mod tests {
 
     #[test]
     fn unknown_rule() {
-        let err = error_of("description: d\nrules: [R2, R18]\nfixtures: []\nsteps: []\n");
-        assert_eq!(err, "s.yaml:2:13: unknown rule \"R18\"; expected R1 to R17");
+        let err = error_of("description: d\nrules: [R2, R19]\nfixtures: []\nsteps: []\n");
+        assert_eq!(err, "s.yaml:2:13: unknown rule \"R19\"; expected R1 to R18");
     }
 
     #[test]
