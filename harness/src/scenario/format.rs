@@ -111,6 +111,11 @@ pub struct Requires {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub sysfs: Vec<Spanned<String>>,
+    /// Rows of kernels/BEHAVIOURS.md the kernel must have, e.g.
+    /// [state-version] for modules written against `klp_state.version`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub behaviours: Vec<Spanned<String>>,
 }
 
 /// One action, with what must hold after it.

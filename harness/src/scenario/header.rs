@@ -51,6 +51,7 @@ pub const RULES: u32 = 18;
 pub struct Requirements {
     pub min_version: Option<String>,
     pub sysfs: Vec<String>,
+    pub behaviours: Vec<&'static str>,
 }
 
 pub fn check(project: &Project, file: &Path, raw: &ScenarioFile) -> Result<Header> {
@@ -132,6 +133,18 @@ pub fn check(project: &Project, file: &Path, raw: &ScenarioFile) -> Result<Heade
             );
         }
         requires.sysfs.push(attribute.value.clone());
+    }
+    for row in &raw.requires.behaviours {
+        let Some(found) = behaviour::find(&row.value) else {
+            let known: Vec<&str> = behaviour::BEHAVIOURS.iter().map(|b| b.id).collect();
+            bail!(
+                "{}: unknown behaviour {:?}; expected one of: {}",
+                at(&row.referenced),
+                row.value,
+                known.join(", ")
+            );
+        };
+        requires.behaviours.push(found.id);
     }
 
     // A scenario may carry fixture specs of its own in a fixtures/

@@ -349,6 +349,17 @@ mod tests {
     }
 
     #[test]
+    fn unknown_behaviour_requirement() {
+        let text =
+            "description: d\nrequires: {behaviours: [state-versions]}\nfixtures: []\nsteps: []\n";
+        let err = error_of(text);
+        assert!(
+            err.starts_with("s.yaml:2:25: unknown behaviour \"state-versions\"; expected one of:"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn malformed_min_version() {
         let err =
             error_of("description: d\nrequires: {min_version: six}\nfixtures: []\nsteps: []\n");

@@ -337,6 +337,9 @@ pub fn applicability(
             return Some(format!("kernel {} < {min}", shown(version)));
         }
     }
+    if let Some(row) = (scenario.requires.behaviours.iter()).find(|row| !profile.has(row)) {
+        return Some(format!("needs behaviour {row}, which this kernel lacks"));
+    }
     let present = profile.attributes();
     scenario
         .requires
