@@ -221,7 +221,9 @@ impl PoolFixture {
         format!(
             "{} {kind} {} replaces {}{}",
             self.name,
-            if features.is_empty() {
+            if features.is_empty() && self.spec.states.is_some() {
+                "no states".to_string()
+            } else if features.is_empty() {
                 "no features".to_string()
             } else {
                 features.join(" ")
