@@ -15,7 +15,8 @@ pub struct Args {
 enum Command {
     /// List the fixtures scenarios can use.
     List,
-    /// Write every fixture's sources (generated C included) under DIR/NAME/.
+    /// Write every fixture's sources (generated C included), scenarios' own
+    /// fixtures too, under DIR/NAME/.
     Sources { out: PathBuf },
 }
 
