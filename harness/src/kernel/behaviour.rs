@@ -448,6 +448,23 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         shows_on: None,
     },
     Behaviour {
+        id: "null-old-name-refused-before-nops",
+        before: "a replacing patch with a function whose old_name is NULL dereferences it \
+                 when another patch is installed: klp_add_nops() runs before \
+                 klp_init_func() refuses it, and klp_find_func() passes it to strcmp() (an \
+                 oops in insmod, with klp_mutex held)",
+        after: "refused with EINVAL, as with no patch installed",
+        commits: &[],
+        title: None,
+        since: None,
+        proposed: None,
+        until: None,
+        sysfs: None,
+        detect: None,
+        modelled: Modelled::No,
+        shows_on: None,
+    },
+    Behaviour {
         id: "shared-state-removed-once",
         before: "(with the states series) one atomic replace that removes two patches sharing \
                  a state runs none of the state's unpatch callbacks and frees none of its \
