@@ -55,7 +55,12 @@ fn defs() -> Defs {
 }
 
 fn model() -> Model {
-    let mut model = Model::new(defs(), &Profile::from_version(&[7, 2]));
+    with_target(defs(), &Profile::from_version(&[7, 2]))
+}
+
+/// A model of `defs` on a kernel of `profile`, with klp_target loaded.
+fn with_target(defs: Defs, profile: &Profile) -> Model {
+    let mut model = Model::new(defs, profile);
     model.step(&Op::Load("klp_target".into()), true).unwrap();
     model
 }
@@ -586,19 +591,9 @@ fn replace_set_model() -> Model {
     .into_iter()
     .map(|d| (d.module.clone(), d))
     .collect();
-    // The rows as the series' own diffs decide them.
-    let series =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels/patches/replace-set-v2");
-    let diffs: Vec<String> = crate::kernel::series::read(&series)
-        .unwrap()
-        .iter()
-        .map(|patch| String::from_utf8_lossy(&patch.text).into_owned())
-        .collect();
-    let profile = Profile::from_version(&[7, 2]).with_series(diffs.iter().map(String::as_str));
+    let profile = series_profile("replace-set-v2");
     assert!(profile.has("replace-set"));
-    let mut model = Model::new(defs, &profile);
-    model.step(&Op::Load("klp_target".into()), true).unwrap();
-    model
+    with_target(defs, &profile)
 }
 
 #[test]
@@ -692,9 +687,7 @@ fn states_model() -> Model {
     let profile = series_profile("states-v1");
     assert!(profile.has("state-callbacks"));
     assert!(!profile.has("state-version") && !profile.has("object-callbacks"));
-    let mut model = Model::new(defs, &profile);
-    model.step(&Op::Load("klp_target".into()), true).unwrap();
-    model
+    with_target(defs, &profile)
 }
 
 #[test]
