@@ -32,9 +32,13 @@ pub const KNOWN_SCRIPTS: &[&str] = &[
     "test-kprobe.sh",
 ];
 
-/// Kernel options a script checks for itself before it skips (its own
-/// `skip` guard).
-const NEEDS: &[(&str, &str)] = &[("test-kprobe.sh", "CONFIG_KPROBES_ON_FTRACE")];
+/// Kernel options a script needs: it checks for some itself before it
+/// skips (its own `skip` guard); others its expected output assumes.
+const NEEDS: &[(&str, &str)] = &[
+    ("test-kprobe.sh", "CONFIG_KPROBES_ON_FTRACE"),
+    // Its expected log has "%pe" error names (test_klp_speaker_livepatch.c).
+    ("test-state-callbacks.sh", "CONFIG_SYMBOLIC_ERRNAME"),
+];
 
 /// The selftests of one kernel tree.
 #[derive(Clone, Debug)]
