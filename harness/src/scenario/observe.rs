@@ -50,12 +50,27 @@ pub fn observe(link: &mut dyn Link, command: &str, reads: &[String]) -> Observat
         command: command.to_string(),
         ..Default::default()
     };
+    let console_before = link.console().len();
     match link.run(command) {
         Ok(result) => observation.result = Some(result),
         Err(err) => {
             observation.lost = Some(format!("{err:#}"));
             return observation;
         }
+    }
+    // A kernel that oopsed in the command (insmod killed with klp_mutex
+    // held) may never answer a read of sysfs that takes the lock: then
+    // read only the kernel log, which fails the step.
+    let console = link.console();
+    if console
+        .get(console_before..)
+        .is_some_and(|new| CRASHES.iter().any(|crash| new.contains(crash)))
+    {
+        match link.kernel_log_since_last_and("true") {
+            Ok((log, _)) => observation.log = log,
+            Err(err) => observation.lost = Some(format!("{err:#}")),
+        }
+        return observation;
     }
     let mut after = LISTING_COMMAND.to_string();
     for path in reads {
@@ -179,6 +194,9 @@ pub fn log_diff(log: &str, wanted: &[&str]) -> Option<String> {
 /// its transitions do not follow the consistency model, so no result means much.
 pub const NO_CONSISTENCY_MODEL: &str = "doesn't have support for the livepatch consistency model";
 
+/// Kernel messages of a crash that may leave locks held for good.
+const CRASHES: &[&str] = &["Oops:", "Kernel panic"];
+
 /// Kernel messages that mean something went wrong, whatever the scenario.
 const SPLATS: &[&str] = &[
     "------------[ cut here ]------------",
@@ -216,6 +234,53 @@ pub fn taint_flags(mask: &str) -> Result<Vec<char>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guest::CommandResult;
+
+    /// A guest whose command oopses: the console grows by `crash`, and
+    /// every later command is noted.
+    struct Crashing {
+        console: String,
+        crash: &'static str,
+        sent: Vec<String>,
+    }
+
+    impl Link for Crashing {
+        fn run(&mut self, command: &str) -> Result<CommandResult> {
+            self.sent.push(command.to_string());
+            self.console.push_str(self.crash);
+            Ok(CommandResult {
+                status: 137,
+                output: "Killed\n".into(),
+            })
+        }
+        fn kernel_log_since_last_and(&mut self, also: &str) -> Result<(String, String)> {
+            self.sent.push(also.to_string());
+            Ok((self.crash.to_string(), String::new()))
+        }
+        fn console(&self) -> String {
+            self.console.clone()
+        }
+        fn command_line(&self) -> String {
+            String::new()
+        }
+    }
+
+    #[test]
+    fn after_an_oops_only_the_kernel_log_is_read() {
+        let mut guest = Crashing {
+            console: "Linux version 7.2\n".into(),
+            crash: "BUG: kernel NULL pointer dereference\nOops: Oops: 0000 [#1] SMP\n",
+            sent: vec![],
+        };
+        let seen = observe(&mut guest, "insmod x.ko", &["/sys/x".into()]);
+        assert_eq!(guest.sent, ["insmod x.ko", "true"]);
+        assert!(seen.listing.is_empty() && seen.reads.is_empty());
+        assert!(kernel_splat(&seen.log, &[]).is_some_and(|line| line.starts_with("BUG:")));
+        // Without a crash the listing and the reads come with the log.
+        guest.crash = "";
+        observe(&mut guest, "true", &["/sys/x".into()]);
+        assert!(guest.sent[3].starts_with(LISTING_COMMAND) && guest.sent[3].contains("/sys/x"));
+    }
 
     #[test]
     fn log_lines_must_come_in_order() {
